@@ -1,0 +1,2 @@
+//! keyward-doctor
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! keyward-protocol
+#![forbid(unsafe_code)]

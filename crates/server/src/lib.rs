@@ -1,0 +1,2 @@
+//! keyward-server
+#![forbid(unsafe_code)]

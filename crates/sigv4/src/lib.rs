@@ -1,0 +1,2 @@
+//! keyward-sigv4
+#![forbid(unsafe_code)]

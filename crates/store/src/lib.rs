@@ -1,0 +1,2 @@
+//! keyward-store
+#![forbid(unsafe_code)]

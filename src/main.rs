@@ -1,0 +1,4 @@
+//! The one `keyward` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
