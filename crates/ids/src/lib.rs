@@ -160,8 +160,14 @@ mod tests {
 
     #[test]
     fn decodes_published_examples() {
-        assert_eq!(account_of_key_id("AKIARZPUZDIKGB2VALC4").as_deref(), Some("123456789012"));
-        assert_eq!(account_of_key_id("ASIAY34FZKBOKMUTVV7A").as_deref(), Some("609629065308"));
+        assert_eq!(
+            account_of_key_id("AKIARZPUZDIKGB2VALC4").as_deref(),
+            Some("123456789012")
+        );
+        assert_eq!(
+            account_of_key_id("ASIAY34FZKBOKMUTVV7A").as_deref(),
+            Some("609629065308")
+        );
     }
 
     #[test]
@@ -174,7 +180,13 @@ mod tests {
 
     #[test]
     fn generated_ids_round_trip_for_odd_even_and_extreme_accounts() {
-        for acct in ["123456789012", "609629065308", "000000000001", "999999999999", "100000000000"] {
+        for acct in [
+            "123456789012",
+            "609629065308",
+            "000000000001",
+            "999999999999",
+            "100000000000",
+        ] {
             for kind in [KeyKind::LongTerm, KeyKind::Temporary] {
                 let id = new_access_key_id(kind, acct);
                 assert_eq!(id.len(), 20, "{id}");
