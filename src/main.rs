@@ -1,4 +1,146 @@
-//! The one `keyward` binary.
+//! The one `keyward` binary: thin glue over the library crates.
+//!
+//! Exit codes: 0 success, 1 a finding or failure the command reports, 2 misuse or start-up error.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use clap::{Parser, Subcommand};
+use keyward_server::app::AppConfig;
+use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
+use keyward_server::http::ListenerLimits;
+use keyward_store::Secret;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// AWS access keys that work, and a precise answer when they don't.
+#[derive(Parser, Debug)]
+#[command(name = "keyward", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the AWS-compatible IAM + STS endpoint.
+    Serve(ServeArgs),
+    /// Manage accounts in the data directory (works while the server runs).
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4599")]
+    listen: SocketAddr,
+    /// Data directory: database, master key, generated root credentials.
+    #[arg(long, default_value = "./keyward-data", env = "KEYWARD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// 12-digit id of the default account, used when the store is created.
+    #[arg(long, env = "KEYWARD_ACCOUNT_ID")]
+    account_id: Option<String>,
+    /// Most simultaneous client connections.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Pretend the server clock is off by this many seconds (to reproduce clock-skew errors).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    clock_offset: i64,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Create an account and print its id and root credentials (shown once).
+    Create {
+        /// Account name.
+        name: String,
+        /// Data directory of the server.
+        #[arg(long, default_value = "./keyward-data", env = "KEYWARD_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Use this 12-digit account id instead of a random one.
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Reads the bootstrap root credentials: both variables or neither, each well-formed.
+fn root_from_env() -> Result<Option<RootCredentials>, String> {
+    let id = std::env::var("KEYWARD_ROOT_ACCESS_KEY_ID").ok();
+    let secret = std::env::var("KEYWARD_ROOT_SECRET_ACCESS_KEY").ok();
+    match (id, secret) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("KEYWARD_ROOT_ACCESS_KEY_ID is set but KEYWARD_ROOT_SECRET_ACCESS_KEY is not: set both or neither".into()),
+        (None, Some(_)) => Err("KEYWARD_ROOT_SECRET_ACCESS_KEY is set but KEYWARD_ROOT_ACCESS_KEY_ID is not: set both or neither".into()),
+        (Some(id), Some(secret)) => {
+            if keyward_ids::key_kind(&id) != Some(keyward_ids::KeyKind::LongTerm) {
+                return Err(format!(
+                    "KEYWARD_ROOT_ACCESS_KEY_ID {id:?} is not a long-term access key id: expected AKIA followed by 16 characters of A-Z and 2-7"
+                ));
+            }
+            if !keyward_ids::is_well_formed_secret(&secret) {
+                return Err(format!(
+                    "KEYWARD_ROOT_SECRET_ACCESS_KEY is not a secret access key: expected 40 characters of A-Z, a-z, 0-9, + and / (got {} characters)",
+                    secret.chars().count()
+                ));
+            }
+            Ok(Some(RootCredentials { access_key_id: id, secret: Secret::new(secret) }))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let root = root_from_env()?;
+    let master_key_file = std::env::var_os("KEYWARD_MASTER_KEY_FILE").map(PathBuf::from);
+    let config = ServeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        master_key_file,
+        account_id: args.account_id,
+        root,
+        app: AppConfig { clock_offset_secs: args.clock_offset, ..AppConfig::default() },
+        limits: ListenerLimits { max_connections: args.max_connections, ..ListenerLimits::default() },
+    };
+    runtime()?.block_on(bootstrap::serve(config)).map_err(|e| e.to_string())
+}
+
+fn account(cmd: AccountCommand) -> Result<(), String> {
+    match cmd {
+        AccountCommand::Create { name, data_dir, account_id } => {
+            let master_key_file = std::env::var_os("KEYWARD_MASTER_KEY_FILE").map(PathBuf::from);
+            let (account, key_id, secret) = runtime()?
+                .block_on(bootstrap::create_account(&data_dir, master_key_file.as_deref(), &name, account_id.as_deref()))
+                .map_err(|e| e.to_string())?;
+            println!("account_id = {}", account.id);
+            println!("name = {}", account.name);
+            println!("aws_access_key_id = {key_id}");
+            println!("aws_secret_access_key = {}", secret.expose());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Account(cmd) => account(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("keyward: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

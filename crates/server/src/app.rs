@@ -1,0 +1,318 @@
+//! The application: one request in, one response out, independent of sockets so tests can call
+//! [`App::handle`] directly.
+
+use crate::auth::{self, authenticate, malformed, missing_authentication};
+use crate::keycache::KeyCache;
+use crate::metrics::Metrics;
+use crate::{iam, s3, sts};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use keyward_protocol::error::Rendered;
+use keyward_protocol::{new_request_id, ApiError, Dialect, Params};
+use keyward_sigv4::{Request, SignedRequest, SigningKeyCache};
+use keyward_store::{Sealer, Store, StoreError};
+use std::time::{Duration, SystemTime};
+
+/// Largest query-protocol body accepted.
+pub const QUERY_BODY_LIMIT: usize = 1 << 20;
+/// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
+pub const S3_BODY_LIMIT: usize = 8 << 20;
+
+/// Settings of the application that are not the store.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Pretend the server clock is off by this many seconds (tests of clock skew); 0 in production.
+    pub clock_offset_secs: i64,
+    /// How long a verification cache entry is trusted.
+    pub key_cache_ttl: Duration,
+    /// Most keys in the verification cache.
+    pub key_cache_capacity: usize,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self { clock_offset_secs: 0, key_cache_ttl: Duration::from_secs(1), key_cache_capacity: 100_000 }
+    }
+}
+
+/// The shared state of the server.
+pub struct App {
+    store: Store,
+    session_sealer: Sealer,
+    signing_keys: SigningKeyCache,
+    key_cache: KeyCache,
+    metrics: Metrics,
+    config: AppConfig,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// AWS's answer for an action the service does not have.
+pub fn invalid_action(action: &str, version: &str) -> ApiError {
+    ApiError::new(400, "InvalidAction", format!("Could not find operation {action} for version {version}"))
+}
+
+impl App {
+    /// An application over `store`, sealing session tokens with `session_sealer`.
+    pub fn new(store: Store, session_sealer: Sealer, config: AppConfig) -> Self {
+        Self {
+            store,
+            session_sealer,
+            signing_keys: SigningKeyCache::new(4096),
+            key_cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
+            metrics: Metrics::default(),
+            config,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sealer of session tokens.
+    pub fn session_sealer(&self) -> &Sealer {
+        &self.session_sealer
+    }
+
+    /// The derived signing key cache.
+    pub fn signing_keys(&self) -> &SigningKeyCache {
+        &self.signing_keys
+    }
+
+    /// The verification cache.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.key_cache
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The server's notion of now (the real clock, shifted by the configured offset).
+    pub fn now(&self) -> SystemTime {
+        let now = SystemTime::now();
+        let off = self.config.clock_offset_secs;
+        if off >= 0 {
+            now + Duration::from_secs(off as u64)
+        } else {
+            now - Duration::from_secs(off.unsigned_abs())
+        }
+    }
+
+    /// Maps a store failure to an API error; internal details go to the log only.
+    pub fn store_error(&self, e: StoreError) -> ApiError {
+        match e {
+            StoreError::NoSuchEntity(m) => ApiError::new(404, "NoSuchEntity", m),
+            StoreError::EntityAlreadyExists(m) => ApiError::new(409, "EntityAlreadyExists", m),
+            StoreError::LimitExceeded(m) => ApiError::new(409, "LimitExceeded", m),
+            StoreError::DeleteConflict(m) => ApiError::new(409, "DeleteConflict", m),
+            StoreError::Unavailable(m) => {
+                tracing::error!(error = %m, "store unavailable");
+                ApiError::service_unavailable()
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        if let Some(internal) = path.strip_prefix("/_keyward/") {
+            return self.internal(internal);
+        }
+        let rid = new_request_id();
+        let now = self.now();
+        let query = parts.uri.query().unwrap_or("");
+        let sreq = Request { method: parts.method.as_str(), path, query, headers: &parts.headers };
+        let parsed = keyward_sigv4::parse(&sreq);
+        let mut dialect = match &parsed {
+            Ok(Some(SignedRequest::V4(a))) => match a.scope().service() {
+                "s3" => Dialect::S3,
+                "sts" => Dialect::Sts,
+                "iam" => Dialect::Iam,
+                _ => guess_dialect(&parts.method, query, &parts.headers),
+            },
+            Ok(Some(SignedRequest::V2Presigned(_))) => Dialect::S3,
+            _ => guess_dialect(&parts.method, query, &parts.headers),
+        };
+        let limit = if dialect == Dialect::S3 { S3_BODY_LIMIT } else { QUERY_BODY_LIMIT };
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    match dialect {
+                        Dialect::S3 => ApiError::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"),
+                        _ => ApiError::new(413, "RequestEntityTooLarge", format!("Request body must be no larger than {limit} bytes.")),
+                    }
+                } else {
+                    ApiError::new(400, "IncompleteBody", "The request body terminated unexpectedly")
+                };
+                return self.error_response(&err, dialect, &rid);
+            }
+        };
+        match self.dispatch(&sreq, &body, parsed, &mut dialect, &rid, now).await {
+            Ok(body) => {
+                let ct = if dialect == Dialect::S3 { "application/xml" } else { "text/xml" };
+                self.metrics.response(200);
+                response(StatusCode::OK, ct, &rid, dialect, Bytes::from(body))
+            }
+            Err(e) => self.error_response(&e, dialect, &rid),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        req: &Request<'_>,
+        body: &Bytes,
+        parsed: Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
+        dialect: &mut Dialect,
+        rid: &str,
+        now: SystemTime,
+    ) -> Result<String, ApiError> {
+        let mut params = Params::default();
+        if *dialect != Dialect::S3 {
+            params.extend_from_form(req.query.as_bytes()).map_err(malformed_query)?;
+            if req.method == "POST" && is_form(req.headers) {
+                params.extend_from_form(body).map_err(malformed_query)?;
+            }
+            if parsed.as_ref().is_ok_and(|p| p.is_none()) || parsed.is_err() {
+                // Without a credential scope, the parameters tell STS from IAM.
+                let action = params.get("Action").unwrap_or("");
+                if params.get("Version") == Some("2011-06-15") || sts::ACTIONS.contains(&action) {
+                    *dialect = Dialect::Sts;
+                }
+            }
+        }
+        let parsed = match parsed {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
+            Err(e) => return Err(self.auth_failed(malformed(*dialect, &e))),
+        };
+        let authn = authenticate(self, req, body, &parsed, *dialect, now).await.map_err(|e| self.auth_failed(e))?;
+        self.metrics.auth_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let caller = &authn.caller;
+        let (service, region) = match &parsed {
+            SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
+            SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
+        };
+        if !caller.is_session() {
+            self.store.record_key_use(&caller.access_key_id, now, service, region);
+        }
+        if *dialect == Dialect::S3 {
+            return s3::handle(caller, req.method, req.path, req.query);
+        }
+        let Some(action) = params.get("Action") else {
+            return Err(ApiError::new(400, "MissingAction", "Missing Action"));
+        };
+        let is_sts = match service {
+            "sts" => true,
+            "iam" => false,
+            _ => sts::ACTIONS.contains(&action),
+        };
+        if is_sts {
+            *dialect = Dialect::Sts;
+            sts::handle(self, caller, action, &params, rid, now).await
+        } else {
+            *dialect = Dialect::Iam;
+            if !iam::ACTIONS.contains(&action) {
+                return Err(invalid_action(action, "2010-05-08"));
+            }
+            iam::handle(self, caller, action, &params, rid).await
+        }
+    }
+
+    fn auth_failed(&self, e: ApiError) -> ApiError {
+        self.metrics.auth_failure(&e.code);
+        e
+    }
+
+    fn error_response(&self, e: &ApiError, dialect: Dialect, rid: &str) -> http::Response<Full<Bytes>> {
+        self.metrics.response(e.status);
+        if e.status >= 500 {
+            tracing::warn!(code = %e.code, request_id = rid, "server error answered");
+        } else {
+            tracing::debug!(code = %e.code, request_id = rid, "client error answered");
+        }
+        let Rendered { status, content_type, body } = e.render(dialect, rid);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = response(status, content_type, rid, dialect, Bytes::from(body));
+        if dialect == Dialect::Json {
+            if let Ok(v) = HeaderValue::from_str(&e.code) {
+                resp.headers_mut().insert("x-amzn-ErrorType", v);
+            }
+        }
+        resp
+    }
+
+    fn internal(&self, what: &str) -> http::Response<Full<Bytes>> {
+        match what {
+            "health" => plain(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")),
+            "metrics" => plain(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(self.metrics.render())),
+            _ => plain(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n")),
+        }
+    }
+}
+
+fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {
+    ApiError::new(400, "MalformedQueryString", e.to_string())
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(ct) => ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"),
+    }
+}
+
+/// The dialect of a request that carries no (parsable) credential scope: query-protocol requests have
+/// an `Action` or a form body; everything else is S3.
+fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
+    let has_action = query.split('&').any(|kv| kv.starts_with("Action="));
+    let form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    if has_action || (method == Method::POST && form) {
+        Dialect::Iam
+    } else {
+        Dialect::S3
+    }
+}
+
+fn plain(status: StatusCode, ct: &'static str, body: Bytes) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+fn response(status: StatusCode, ct: &'static str, rid: &str, dialect: Dialect, body: Bytes) -> http::Response<Full<Bytes>> {
+    let mut r = plain(status, ct, body);
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        if dialect == Dialect::S3 {
+            r.headers_mut().insert("x-amz-request-id", v);
+        } else {
+            r.headers_mut().insert("x-amzn-RequestId", v);
+        }
+    }
+    r
+}
+
+#[doc(hidden)]
+pub use auth::unix_secs;

@@ -1,0 +1,203 @@
+//! Authentication: from a parsed signature to a [`Caller`], or the exact error AWS would answer.
+//!
+//! Order of checks, as AWS: the key id's kind and session token; the key's existence and state; then
+//! the signature, clock and payload, which only [`keyward_sigv4`] can vouch for.
+
+use crate::app::App;
+use crate::caller::{user_arn, Caller, Identity};
+use crate::keycache::CachedKey;
+use crate::session::{self, TokenError};
+use keyward_ids::KeyKind;
+use keyward_protocol::time::iso8601;
+use keyward_protocol::{ApiError, Dialect};
+use keyward_sigv4::{ParseError, Request, SignedRequest, VerifyError, Verified};
+use keyward_store::KeyStatus;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An authenticated request: who called, and the proof that the signature was checked.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The caller.
+    pub caller: Caller,
+    /// The verifier's proof (and the chunk decoder of streaming bodies).
+    pub verified: Verified,
+}
+
+/// The error for a request that carries no authentication at all.
+pub fn missing_authentication(dialect: Dialect) -> ApiError {
+    match dialect {
+        Dialect::S3 => ApiError::s3_access_denied(),
+        _ => ApiError::missing_authentication_token(),
+    }
+}
+
+/// The error for a malformed signature.
+pub fn malformed(dialect: Dialect, e: &ParseError) -> ApiError {
+    match dialect {
+        Dialect::S3 if e.is_query_auth() => ApiError::new(400, "AuthorizationQueryParametersError", e.message()),
+        Dialect::S3 => ApiError::new(400, "AuthorizationHeaderMalformed", e.message()),
+        _ => ApiError::new(400, "IncompleteSignature", e.message()),
+    }
+}
+
+fn unknown_key(dialect: Dialect, key_id: &str) -> ApiError {
+    match dialect {
+        Dialect::S3 => ApiError::invalid_access_key_id(key_id),
+        _ => ApiError::invalid_client_token_id(),
+    }
+}
+
+fn bad_token(dialect: Dialect, token: &str, e: TokenError) -> ApiError {
+    match (dialect, e) {
+        (Dialect::S3, TokenError::Invalid) => {
+            ApiError::new(400, "InvalidToken", "The provided token is malformed or otherwise invalid.").with("Token-0", token)
+        }
+        (Dialect::S3, TokenError::Expired) => {
+            ApiError::new(400, "ExpiredToken", "The provided token has expired.").with("Token-0", token)
+        }
+        (_, TokenError::Invalid) => ApiError::invalid_client_token_id(),
+        (_, TokenError::Expired) => ApiError::expired_token(),
+    }
+}
+
+/// Maps a verification failure to the error of `dialect`.
+pub fn verify_error(dialect: Dialect, key_id: &str, e: VerifyError, now: SystemTime) -> ApiError {
+    let s3 = dialect == Dialect::S3;
+    match e {
+        VerifyError::SignatureDoesNotMatch { canonical_request, string_to_sign, signature_provided } => {
+            if s3 {
+                ApiError::s3_signature_does_not_match(key_id, &string_to_sign, &signature_provided, &canonical_request)
+            } else {
+                ApiError::signature_does_not_match()
+            }
+        }
+        e @ VerifyError::TooSkewed { .. } => {
+            if s3 {
+                let request_time = match &e {
+                    VerifyError::TooSkewed { request_time, .. } => request_time.clone(),
+                    _ => String::new(),
+                };
+                ApiError::new(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
+                    .with("RequestTime", request_time)
+                    .with("ServerTime", iso8601(now))
+                    .with("MaxAllowedSkewMilliseconds", "900000")
+            } else {
+                ApiError::new(403, "SignatureDoesNotMatch", e.message())
+            }
+        }
+        VerifyError::ContentSha256Mismatch { client, computed } => {
+            if s3 {
+                ApiError::new(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+                    .with("ClientComputedContentSHA256", client)
+                    .with("S3ComputedContentSHA256", computed)
+            } else {
+                ApiError::signature_does_not_match()
+            }
+        }
+        e => {
+            if s3 {
+                ApiError::new(403, "AccessDenied", e.message())
+            } else {
+                ApiError::new(403, "SignatureDoesNotMatch", e.message())
+            }
+        }
+    }
+}
+
+/// Authenticates `parsed`, a signature found on `req`, at time `now`.
+pub async fn authenticate(
+    app: &App,
+    req: &Request<'_>,
+    body: &[u8],
+    parsed: &SignedRequest,
+    dialect: Dialect,
+    now: SystemTime,
+) -> Result<Authenticated, ApiError> {
+    let (key_id, token) = match parsed {
+        SignedRequest::V4(a) => (a.access_key_id(), a.session_token()),
+        SignedRequest::V2Presigned(a) => (a.access_key_id(), a.session_token()),
+    };
+    let verify = |secret: &keyward_sigv4::SecretKey| -> Result<Verified, ApiError> {
+        let r = match parsed {
+            SignedRequest::V4(a) => a.verify(req, body, secret, now, Some(app.signing_keys())),
+            SignedRequest::V2Presigned(a) => a.verify(req, secret, now),
+        };
+        r.map_err(|e| verify_error(dialect, key_id, e, now))
+    };
+
+    if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
+        let Some(token) = token else {
+            return Err(unknown_key(dialect, key_id));
+        };
+        let claims = session::open(app.session_sealer(), token, key_id, now).map_err(|e| bad_token(dialect, token, e))?;
+        let verified = verify(&claims.secret)?;
+        let identity = match &claims.user {
+            None => Identity::Root,
+            Some((name, _)) => {
+                // The session ends with its user: a deleted user's sessions are refused.
+                let user = app
+                    .store()
+                    .get_user(&claims.account_id, name)
+                    .await
+                    .map_err(|e| app.store_error(e))?
+                    .ok_or_else(|| ApiError::invalid_client_token_id())?;
+                Identity::User { arn: user_arn(&claims.account_id, &user.path, &user.name), name: user.name, user_id: user.user_id }
+            }
+        };
+        let caller = Caller {
+            account_id: claims.account_id,
+            identity,
+            access_key_id: key_id.to_owned(),
+            session_expires: Some(claims.expires),
+        };
+        return Ok(Authenticated { caller, verified });
+    }
+
+    let entry = lookup_key(app, key_id).await?;
+    let Some(entry) = entry.filter(|e| e.key.status == KeyStatus::Active) else {
+        return Err(unknown_key(dialect, key_id));
+    };
+    if let Some(token) = token {
+        // A session token next to a long-term key: AWS refuses the pair.
+        return Err(bad_token(dialect, token, TokenError::Invalid));
+    }
+    let verified = verify(&entry.secret)?;
+    let caller = Caller {
+        account_id: entry.key.account_id.clone(),
+        identity: entry.identity.clone(),
+        access_key_id: entry.key.key_id.clone(),
+        session_expires: None,
+    };
+    Ok(Authenticated { caller, verified })
+}
+
+/// The verification entry of a long-term key, from the cache or the store.
+pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>>, ApiError> {
+    if let Some(e) = app.key_cache().get(key_id) {
+        app.metrics().key_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(Some(e));
+    }
+    app.metrics().key_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !keyward_ids::is_well_formed_key_id(key_id) {
+        return Ok(None);
+    }
+    let Some((key, secret)) = app.store().get_access_key(key_id).await.map_err(|e| app.store_error(e))? else {
+        return Ok(None);
+    };
+    let identity = match &key.user_name {
+        None => Identity::Root,
+        Some(name) => {
+            let Some(user) = app.store().get_user(&key.account_id, name).await.map_err(|e| app.store_error(e))? else {
+                return Ok(None);
+            };
+            Identity::User { arn: user.arn.clone(), name: user.name, user_id: user.user_id }
+        }
+    };
+    Ok(Some(app.key_cache().insert(CachedKey::new(key, &secret, identity))))
+}
+
+/// Seconds since the epoch, for logs.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}

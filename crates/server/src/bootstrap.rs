@@ -1,0 +1,259 @@
+//! Start-up: data directory, master key, store, the default account and its root credentials, then
+//! the listener until SIGTERM or Ctrl-C.
+
+use crate::app::{App, AppConfig};
+use crate::http::{self, ListenerLimits};
+use crate::session::SESSION_TOKEN_PURPOSE;
+use keyward_store::{Account, MasterKey, Sealer, Secret, Store, StoreError};
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the SQLite file in the data directory.
+pub const DB_FILE: &str = "keyward.db";
+/// Name of the generated master key file in the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+/// Name of the file that keeps generated root credentials.
+pub const ROOT_CREDENTIALS_FILE: &str = "root-credentials";
+/// Name of the default account.
+pub const DEFAULT_ACCOUNT_NAME: &str = "default";
+
+/// Root credentials given at start-up.
+pub struct RootCredentials {
+    /// Access key id (`AKIA...`).
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret: Secret,
+}
+
+impl fmt::Debug for RootCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootCredentials").field("access_key_id", &self.access_key_id).field("secret", &"<redacted>").finish()
+    }
+}
+
+/// Everything `keyward serve` needs to start.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory (database, master key, generated root credentials).
+    pub data_dir: PathBuf,
+    /// Master key file; `None`: `DATA_DIR/master.key`, generated when missing.
+    pub master_key_file: Option<PathBuf>,
+    /// Id of the default account when the store is created.
+    pub account_id: Option<String>,
+    /// Root credentials of the default account.
+    pub root: Option<RootCredentials>,
+    /// Application settings.
+    pub app: AppConfig,
+    /// Listener limits.
+    pub limits: ListenerLimits,
+}
+
+/// A start-up failure, with the message the user sees.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        StartError(e.to_string())
+    }
+}
+
+/// Creates the data directory (mode 0700) if it does not exist.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StartError(format!("cannot create data directory {}: {e}", dir.display())))
+}
+
+/// Opens the store of `data_dir` with the master key (from `master_key_file` or generated in the dir),
+/// and returns it with the sealer of session tokens derived from the same master key.
+pub async fn open_store(data_dir: &Path, master_key_file: Option<&Path>) -> Result<(Store, Sealer), StartError> {
+    ensure_data_dir(data_dir)?;
+    let master = match master_key_file {
+        Some(p) => MasterKey::load(p)?,
+        None => MasterKey::load_or_create(&data_dir.join(MASTER_KEY_FILE))?,
+    };
+    let sealer = master.sealer(SESSION_TOKEN_PURPOSE);
+    let store = Store::open_sqlite(&data_dir.join(DB_FILE), master).await?;
+    Ok((store, sealer))
+}
+
+/// The default account, created (with root credentials) when the store has none.
+/// Returns the account and, when credentials were generated, the secret to show once.
+async fn ensure_default_account(
+    store: &Store,
+    data_dir: &Path,
+    account_id: Option<&str>,
+    root: Option<&RootCredentials>,
+    listen: SocketAddr,
+) -> Result<Account, StartError> {
+    if let Some(id) = account_id {
+        if !keyward_ids::is_account_id(id) {
+            return Err(StartError(format!("account id {id:?} is not 12 digits")));
+        }
+    }
+    let decoded = root.and_then(|r| keyward_ids::account_of_key_id(&r.access_key_id));
+    if let (Some(id), Some(dec)) = (account_id, decoded.as_deref()) {
+        if id != dec {
+            return Err(StartError(format!(
+                "KEYWARD_ROOT_ACCESS_KEY_ID encodes account {dec}, but the account id is {id}; give a key id of account {id} or leave the account id out"
+            )));
+        }
+    }
+    let existing = store.get_account_by_name(DEFAULT_ACCOUNT_NAME).await?;
+    let account = match existing {
+        Some(a) => {
+            let wanted = account_id.or(decoded.as_deref());
+            if let Some(w) = wanted {
+                if w != a.id {
+                    return Err(StartError(format!(
+                        "the store in {} already holds default account {}, not {w}",
+                        data_dir.display(),
+                        a.id
+                    )));
+                }
+            }
+            a
+        }
+        None => {
+            let id = account_id.map(str::to_owned).or(decoded);
+            store.create_account(DEFAULT_ACCOUNT_NAME, id.as_deref()).await?
+        }
+    };
+    match root {
+        Some(r) => match store.get_access_key(&r.access_key_id).await? {
+            Some((k, s)) => {
+                if k.account_id != account.id || k.user_name.is_some() {
+                    return Err(StartError(format!("access key {} exists but is not the root key of account {}", r.access_key_id, account.id)));
+                }
+                if !constant_time_eq(s.expose().as_bytes(), r.secret.expose().as_bytes()) {
+                    return Err(StartError(format!(
+                        "access key {} already exists with another secret; KEYWARD_ROOT_SECRET_ACCESS_KEY does not match it",
+                        r.access_key_id
+                    )));
+                }
+            }
+            None => {
+                store.create_access_key_with(&account.id, None, &r.access_key_id, r.secret.expose()).await?;
+            }
+        },
+        None => {
+            if store.list_access_keys(&account.id, None).await?.is_empty() {
+                let (key, secret) = store.create_access_key(&account.id, None).await?;
+                let path = data_dir.join(ROOT_CREDENTIALS_FILE);
+                write_secret_file(&path, &profile_text("keyward", &key.key_id, &secret, listen))?;
+                println!(
+                    "keyward: created account {} with root credentials. They are shown once here and kept in {} (mode 0600).\n\
+                     Paste this profile into ~/.aws/config, then use `aws --profile keyward ...`:\n\n{}",
+                    account.id,
+                    path.display(),
+                    profile_text("keyward", &key.key_id, &secret, listen)
+                );
+            }
+        }
+    }
+    Ok(account)
+}
+
+/// An AWS CLI profile (for `~/.aws/config`) with credentials and `endpoint_url`.
+pub fn profile_text(name: &str, key_id: &str, secret: &Secret, listen: SocketAddr) -> String {
+    format!(
+        "[profile {name}]\naws_access_key_id = {key_id}\naws_secret_access_key = {}\nregion = us-east-1\nendpoint_url = http://{listen}\n",
+        secret.expose()
+    )
+}
+
+/// Writes `text` to a new file created with mode 0600 (replacing an older one).
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), StartError> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| StartError(format!("cannot create {}: {e}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs `keyward serve` until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
+    let (store, sealer) = open_store(&config.data_dir, config.master_key_file.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let account =
+        ensure_default_account(&store, &config.data_dir, config.account_id.as_deref(), config.root.as_ref(), local).await?;
+    let flusher = store.spawn_background_flush(Duration::from_secs(5));
+    let app = Arc::new(App::new(store.clone(), sealer, config.app));
+    tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
+    eprintln!("keyward: listening on http://{local} (default account {})", account.id);
+    http::run(listener, app, config.limits, shutdown_signal()).await;
+    flusher.abort();
+    store.close().await?;
+    eprintln!("keyward: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// `keyward account create NAME`: a new account with root credentials, in the store of `data_dir`
+/// (safe while a server runs on it).
+pub async fn create_account(
+    data_dir: &Path,
+    master_key_file: Option<&Path>,
+    name: &str,
+    account_id: Option<&str>,
+) -> Result<(Account, String, Secret), StartError> {
+    if let Some(id) = account_id {
+        if !keyward_ids::is_account_id(id) {
+            return Err(StartError(format!("account id {id:?} is not 12 digits")));
+        }
+    }
+    let (store, _sealer) = open_store(data_dir, master_key_file).await?;
+    let account = store.create_account(name, account_id).await?;
+    let (key, secret) = store.create_access_key(&account.id, None).await?;
+    store.close().await?;
+    Ok((account, key.key_id, secret))
+}

@@ -1,0 +1,150 @@
+"""STS through boto3 and the aws CLI: callers of every kind, key info, session tokens."""
+import datetime
+
+import botocore.exceptions
+import pytest
+
+from conftest import ACCOUNT, ROOT_KEY_ID, error_of, key_id_for, new_user_with_key
+
+
+def test_root_caller_identity_with_boto3_and_cli(server):
+    ident = server.client("sts").get_caller_identity()
+    assert ident["Account"] == ACCOUNT
+    assert ident["UserId"] == ACCOUNT
+    assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:root"
+    _, out, _ = server.aws("sts", "get-caller-identity")
+    assert out == {"UserId": ACCOUNT, "Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:root"}
+
+
+def test_user_caller_identity(server):
+    server.client("iam").create_user(UserName="alice", Path="/team/")
+    k = server.client("iam").create_access_key(UserName="alice")["AccessKey"]
+    ident = server.client("sts", k["AccessKeyId"], k["SecretAccessKey"]).get_caller_identity()
+    user = server.client("iam").get_user(UserName="alice")["User"]
+    assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/team/alice"
+    assert ident["UserId"] == user["UserId"] and ident["UserId"].startswith("AIDA") and len(ident["UserId"]) == 21
+    assert ident["Account"] == ACCOUNT
+
+
+def test_get_access_key_info_decodes_any_well_formed_key(server):
+    sts = server.client("sts")
+    assert sts.get_access_key_info(AccessKeyId=ROOT_KEY_ID)["Account"] == ACCOUNT
+    # AWS's published example and a key of another account that this server never saw.
+    assert sts.get_access_key_info(AccessKeyId="AKIARZPUZDIKGB2VALC4")["Account"] == "123456789012"
+    assert sts.get_access_key_info(AccessKeyId="ASIAY34FZKBOKMUTVV7A")["Account"] == "609629065308"
+    assert sts.get_access_key_info(AccessKeyId=key_id_for("999999999999"))["Account"] == "999999999999"
+    # Whatever the key's state: a deleted key still names its account.
+    kid, _ = new_user_with_key(server, "gone")
+    server.client("iam").delete_access_key(UserName="gone", AccessKeyId=kid)
+    assert sts.get_access_key_info(AccessKeyId=kid)["Account"] == ACCOUNT
+
+
+def test_get_access_key_info_validation(server):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts").get_access_key_info(AccessKeyId="AKIA_SHORT")
+    code, status, msg = error_of(e)
+    assert (code, status) == ("ValidationError", 400)
+    assert "at 'accessKeyId' failed to satisfy constraint: Member must have length greater than or equal to 16" in msg
+
+
+def test_session_token_for_user_works_and_identifies_user(server):
+    kid, secret = new_user_with_key(server, "bob")
+    creds = server.client("sts", kid, secret).get_session_token(DurationSeconds=900)["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA") and len(creds["AccessKeyId"]) == 20
+    assert len(creds["SecretAccessKey"]) == 40
+    left = creds["Expiration"] - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(seconds=850) < left <= datetime.timedelta(seconds=901)
+    sts = server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    ident = sts.get_caller_identity()
+    assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/bob"
+    # The temporary key id encodes the account too.
+    assert sts.get_access_key_info(AccessKeyId=creds["AccessKeyId"])["Account"] == ACCOUNT
+    # And it works from the aws CLI.
+    _, out, _ = server.aws("sts", "get-caller-identity", key_id=creds["AccessKeyId"], secret=creds["SecretAccessKey"], token=creds["SessionToken"])
+    assert out["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/bob"
+
+
+def test_root_session_is_capped_at_one_hour(server):
+    creds = server.client("sts").get_session_token(DurationSeconds=129600)["Credentials"]
+    left = creds["Expiration"] - datetime.datetime.now(datetime.timezone.utc)
+    assert left <= datetime.timedelta(seconds=3601)
+    assert left > datetime.timedelta(seconds=3500)
+
+
+def test_session_duration_limits(server):
+    sts = server.client("sts")
+    for bad, words in [(899, "greater than or equal to 900"), (129601, "less than or equal to 129600")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sts.get_session_token(DurationSeconds=bad)
+        code, status, msg = error_of(e)
+        assert (code, status) == ("ValidationError", 400)
+        assert f"Value '{bad}' at 'durationSeconds' failed to satisfy constraint: Member must have value {words}" in msg
+
+
+def test_session_credentials_cannot_call_iam_or_get_session_token(server):
+    creds = server.client("sts").get_session_token()["Credentials"]
+    c = dict(key_id=creds["AccessKeyId"], secret=creds["SecretAccessKey"], token=creds["SessionToken"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("iam", **c).list_users()
+    assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts", **c).get_session_token()
+    assert error_of(e)[:2] == ("AccessDenied", 403)
+
+
+def test_tampered_foreign_and_missing_session_tokens(server):
+    creds = server.client("sts").get_session_token()["Credentials"]
+    kid, sec, tok = creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
+    flipped = tok[:10] + ("A" if tok[10] != "A" else "B") + tok[11:]
+    other = server.client("sts").get_session_token()["Credentials"]
+    for token in [flipped, other["SessionToken"], "not-a-token"]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            server.client("sts", kid, sec, token).get_caller_identity()
+        assert error_of(e)[:2] == ("InvalidClientTokenId", 403), token
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts", kid, sec).get_caller_identity()
+    assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+    # A session token next to a long-term key.
+    from conftest import ROOT_SECRET
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts", ROOT_KEY_ID, ROOT_SECRET, tok).get_caller_identity()
+    assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+
+
+def test_expired_session_token(tmp):
+    """A token issued now is expired for a server whose clock is two hours ahead (same master key)."""
+    from conftest import Server
+
+    a = Server(tmp / "data").start()
+    try:
+        creds = a.client("sts").get_session_token(DurationSeconds=900)["Credentials"]
+    finally:
+        a.stop()
+    b = Server(tmp / "data", args=["--clock-offset", "7200"]).start()
+    try:
+        import botocore.auth
+
+        real = botocore.auth.get_current_datetime
+        botocore.auth.get_current_datetime = lambda: real() + datetime.timedelta(seconds=7200)
+        try:
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                b.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]).get_caller_identity()
+        finally:
+            botocore.auth.get_current_datetime = real
+        code, status, msg = error_of(e)
+        assert (code, status) == ("ExpiredToken", 403)
+        assert msg == "The security token included in the request is expired"
+    finally:
+        b.stop()
+
+
+def test_deleted_user_sessions_are_refused(server):
+    kid, secret = new_user_with_key(server, "temp")
+    creds = server.client("sts", kid, secret).get_session_token()["Credentials"]
+    iam = server.client("iam")
+    iam.delete_access_key(UserName="temp", AccessKeyId=kid)
+    iam.delete_user(UserName="temp")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]).get_caller_identity()
+    assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
