@@ -1,2 +1,627 @@
-//! keyward-store
+//! keyward's identity store: accounts, IAM users and their tags, long-term access keys (their
+//! secrets sealed at rest), account aliases and last-used data.
+//!
+//! [`Store`] is the one public handle: cheap to clone, `Send + Sync`, with an `async` API whose
+//! errors are typed ([`StoreError`]). Behind it sits a private engine trait; the embedded SQLite
+//! engine is the only one today ([`Store::open_sqlite`]) and a PostgreSQL engine can be added
+//! without changing this API: the engines store and enforce atomic invariants, while sealing,
+//! validation, pagination markers and last-used coalescing live here, once.
+//!
+//! Secrets never reach an engine in clear: each is sealed with XChaCha20-Poly1305 under a key
+//! derived from the [`MasterKey`] for that purpose, with the access key id as associated data.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyward_store::StoreError> {
+//! use keyward_store::{MasterKey, Store};
+//! let master = MasterKey::load_or_create("/var/lib/keyward/master.key".as_ref())?;
+//! let store = Store::open_sqlite("/var/lib/keyward/keyward.db".as_ref(), master).await?;
+//! let account = store.create_account("acme", None).await?;
+//! let (key, secret) = store.create_access_key(&account.id, None).await?;
+//! # let _ = (key, secret.expose());
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod model;
+mod seal;
+mod sqlite;
+mod validate;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use keyward_ids::{KeyKind, USER_ID_PREFIX};
+use tokio::sync::watch;
+
+use crate::backend::{Backend, NewKey, NewUser};
+use crate::model::to_millis;
+
+pub use crate::error::StoreError;
+pub use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Page, Secret, Tag, User};
+pub use crate::seal::{MasterKey, Sealer, KEY_LEN};
+
+/// Most access keys (active or not) a user, or an account's root, may have.
+pub const MAX_ACCESS_KEYS_PER_USER: usize = 2;
+/// Most tags a user may have.
+pub const MAX_TAGS_PER_USER: usize = validate::MAX_TAGS_PER_USER;
+/// Largest page `list_users` returns (IAM's `MaxItems` bound).
+pub const MAX_ITEMS: usize = 1000;
+/// How often pending last-used data is written by default.
+pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// The [`MasterKey::derive`] purpose of the key that seals secret access keys. Use other purposes
+/// for anything else (e.g. session tokens).
+pub const SECRETS_PURPOSE: &str = "keyward/store/secret-access-keys/v1";
+
+/// Options for opening a store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Interval of the background task that writes pending last-used data; `None` starts no task
+    /// (then call [`Store::flush_key_usage`] yourself).
+    pub usage_flush_interval: Option<Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            usage_flush_interval: Some(DEFAULT_USAGE_FLUSH_INTERVAL),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Sets [`StoreOptions::usage_flush_interval`].
+    pub fn usage_flush_interval(mut self, every: Option<Duration>) -> StoreOptions {
+        self.usage_flush_interval = every;
+        self
+    }
+}
+
+/// A handle on the identity store. Clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    secrets: Sealer,
+    /// Last uses not yet written, one per key (the latest).
+    pending_usage: Mutex<HashMap<String, LastUsed>>,
+    closed: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the SQLite database at `db_path`, creating it (mode 0600) if needed and applying
+    /// pending schema migrations, and starts the background last-used flush (every
+    /// [`DEFAULT_USAGE_FLUSH_INTERVAL`]). Must be called within a tokio runtime.
+    pub async fn open_sqlite(db_path: &Path, master: MasterKey) -> Result<Store, StoreError> {
+        Store::open_sqlite_with(db_path, master, StoreOptions::default()).await
+    }
+
+    /// [`Store::open_sqlite`] with options.
+    pub async fn open_sqlite_with(
+        db_path: &Path,
+        master: MasterKey,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let backend = sqlite::SqliteBackend::open(db_path).await?;
+        let store = Store::with_backend(Box::new(backend), &master);
+        if let Some(every) = options.usage_flush_interval {
+            store.spawn_background_flush(every);
+        }
+        Ok(store)
+    }
+
+    fn with_backend(backend: Box<dyn Backend>, master: &MasterKey) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                secrets: master.sealer(SECRETS_PURPOSE),
+                pending_usage: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                stop: watch::channel(false).0,
+            }),
+        }
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        &*self.inner.backend
+    }
+
+    // ----- accounts -----
+
+    /// Creates an account with a random 12-digit id, or `account_id` if given.
+    ///
+    /// `EntityAlreadyExists` if the id or the name is taken.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        account_id: Option<&str>,
+    ) -> Result<Account, StoreError> {
+        validate::account_name(name)?;
+        let now = to_millis(SystemTime::now());
+        match account_id {
+            Some(id) => {
+                validate::account_id(id)?;
+                self.backend().create_account(id, name, now).await
+            }
+            None => {
+                // A random id may collide with an existing one: draw again a few times.
+                let mut attempts = 0;
+                loop {
+                    let id = keyward_ids::new_account_id();
+                    match self.backend().create_account(&id, name, now).await {
+                        Err(StoreError::EntityAlreadyExists(m))
+                            if m.contains(&id) && attempts < 5 =>
+                        {
+                            attempts += 1;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The account with this id, if any.
+    pub async fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+        self.backend().get_account(account_id).await
+    }
+
+    /// The account with this name (exact match), if any.
+    pub async fn get_account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        self.backend().get_account_by_name(name).await
+    }
+
+    /// All accounts, sorted by id.
+    pub async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.backend().list_accounts().await
+    }
+
+    // ----- users -----
+
+    /// Creates an IAM user with a new `AIDA...` id.
+    ///
+    /// `NoSuchEntity` for an unknown account, `EntityAlreadyExists` if a user of that name exists
+    /// in the account ignoring ASCII case, `LimitExceeded` for more than 50 tags.
+    pub async fn create_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        path: &str,
+        tags: &[Tag],
+    ) -> Result<User, StoreError> {
+        validate::user_name(name)?;
+        validate::path(path)?;
+        validate::tags(tags)?;
+        if tags.len() > MAX_TAGS_PER_USER {
+            return Err(StoreError::too_many_tags(MAX_TAGS_PER_USER));
+        }
+        if !keyward_ids::is_account_id(account_id) {
+            return Err(StoreError::no_such_account(account_id));
+        }
+        let user = NewUser {
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
+            user_id: keyward_ids::new_unique_id(USER_ID_PREFIX, account_id),
+            path: path.to_owned(),
+            created_ms: to_millis(SystemTime::now()),
+            tags: tags.to_vec(),
+        };
+        self.backend().create_user(user).await
+    }
+
+    /// The user with this name in the account, matched ignoring ASCII case.
+    pub async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>, StoreError> {
+        validate::user_name(name)?;
+        self.backend().get_user(account_id, name).await
+    }
+
+    /// One page of the account's users whose path starts with `path_prefix` (`""` or `"/"` for
+    /// all), sorted by name ignoring case, starting after `marker` (from a previous page's
+    /// `next_marker`), at most `max_items` (1 to [`MAX_ITEMS`]).
+    pub async fn list_users(
+        &self,
+        account_id: &str,
+        path_prefix: &str,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<Page<User>, StoreError> {
+        validate::path_prefix(path_prefix)?;
+        if !(1..=MAX_ITEMS).contains(&max_items) {
+            return Err(StoreError::InvalidInput(format!(
+                "MaxItems must be between 1 and {MAX_ITEMS}"
+            )));
+        }
+        let after = marker.map(decode_marker).transpose()?;
+        let mut items = self
+            .backend()
+            .list_users(account_id, path_prefix, after.as_deref(), max_items + 1)
+            .await?;
+        let next_marker = if items.len() > max_items {
+            items.truncate(max_items);
+            items
+                .last()
+                .map(|u| encode_marker(&validate::fold(&u.name)))
+        } else {
+            None
+        };
+        Ok(Page { items, next_marker })
+    }
+
+    /// Renames and/or moves a user; its id, tags and access keys follow.
+    ///
+    /// `NoSuchEntity` for an unknown user, `EntityAlreadyExists` if the new name is another user's
+    /// (ignoring case; changing only the case of a name is allowed).
+    pub async fn update_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        new_name: Option<&str>,
+        new_path: Option<&str>,
+    ) -> Result<User, StoreError> {
+        validate::user_name(name)?;
+        if let Some(n) = new_name {
+            validate::user_name(n)?;
+        }
+        if let Some(p) = new_path {
+            validate::path(p)?;
+        }
+        self.backend()
+            .update_user(account_id, name, new_name, new_path)
+            .await
+    }
+
+    /// Deletes a user and its tags. `DeleteConflict` while it has access keys.
+    pub async fn delete_user(&self, account_id: &str, name: &str) -> Result<(), StoreError> {
+        validate::user_name(name)?;
+        self.backend().delete_user(account_id, name).await
+    }
+
+    /// Adds tags to a user; a tag whose key exists (ignoring case) replaces it.
+    /// `LimitExceeded` if the user would have more than [`MAX_TAGS_PER_USER`].
+    pub async fn tag_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        tags: &[Tag],
+    ) -> Result<(), StoreError> {
+        validate::user_name(name)?;
+        validate::tags(tags)?;
+        self.backend()
+            .tag_user(account_id, name, tags, MAX_TAGS_PER_USER)
+            .await
+    }
+
+    /// Removes the tags with these keys (ignoring case); keys the user does not have are ignored.
+    pub async fn untag_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        validate::user_name(name)?;
+        for k in keys {
+            validate::tag_key(k)?;
+        }
+        self.backend().untag_user(account_id, name, keys).await
+    }
+
+    /// The user's tags, sorted by key. `NoSuchEntity` for an unknown user.
+    pub async fn list_user_tags(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Vec<Tag>, StoreError> {
+        self.get_user(account_id, name)
+            .await?
+            .map(|u| u.tags)
+            .ok_or_else(|| StoreError::no_such_user(name))
+    }
+
+    // ----- access keys -----
+
+    /// Creates an active access key for a user (`user_name`) or the account's root (`None`), with
+    /// a new random secret, which is returned here and only here (and by [`Store::get_access_key`]
+    /// for authentication).
+    ///
+    /// `NoSuchEntity` for an unknown account or user, `LimitExceeded` if the owner already has
+    /// [`MAX_ACCESS_KEYS_PER_USER`] keys (inactive ones count).
+    pub async fn create_access_key(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+    ) -> Result<(AccessKey, Secret), StoreError> {
+        if let Some(n) = user_name {
+            validate::user_name(n)?;
+        }
+        if !keyward_ids::is_account_id(account_id) {
+            return Err(StoreError::no_such_account(account_id));
+        }
+        let key_id = keyward_ids::new_access_key_id(KeyKind::LongTerm, account_id);
+        let secret = Secret::new(keyward_ids::new_secret_access_key());
+        let key = self
+            .insert_key(account_id, user_name, key_id, &secret)
+            .await?;
+        Ok((key, secret))
+    }
+
+    /// Creates an active access key with a given id and secret (bootstrap credentials from the
+    /// environment). Same errors as [`Store::create_access_key`], plus `EntityAlreadyExists` if
+    /// the id exists and `InvalidInput` for an id that is not `AKIA` + 16 base32 characters.
+    pub async fn create_access_key_with(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: &str,
+        secret: &str,
+    ) -> Result<AccessKey, StoreError> {
+        if let Some(n) = user_name {
+            validate::user_name(n)?;
+        }
+        validate::long_term_key_id(key_id)?;
+        validate::secret(secret)?;
+        let secret = Secret::new(secret.to_owned());
+        self.insert_key(account_id, user_name, key_id.to_owned(), &secret)
+            .await
+    }
+
+    async fn insert_key(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: String,
+        secret: &Secret,
+    ) -> Result<AccessKey, StoreError> {
+        let sealed_secret = self
+            .inner
+            .secrets
+            .seal(secret.expose().as_bytes(), key_id.as_bytes());
+        let key = NewKey {
+            key_id,
+            account_id: account_id.to_owned(),
+            user_name: user_name.map(str::to_owned),
+            sealed_secret,
+            created_ms: to_millis(SystemTime::now()),
+        };
+        self.backend()
+            .insert_access_key(key, MAX_ACCESS_KEYS_PER_USER)
+            .await
+    }
+
+    /// The key and its secret, whatever its status: the authentication lookup. `None` for an
+    /// unknown id; `Corrupt` if the stored secret does not open under this master key.
+    pub async fn get_access_key(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(AccessKey, Secret)>, StoreError> {
+        let Some(rec) = self.backend().get_access_key(key_id).await? else {
+            return Ok(None);
+        };
+        let clear = self
+            .inner
+            .secrets
+            .open(&rec.sealed_secret, key_id.as_bytes())
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                "the secret of access key {key_id} does not open: another master key, or the row \
+                 was altered"
+            ))
+            })?;
+        let secret = String::from_utf8(clear.to_vec()).map_err(|_| {
+            StoreError::Corrupt(format!("the secret of access key {key_id} is not UTF-8"))
+        })?;
+        Ok(Some((rec.key, Secret::new(secret))))
+    }
+
+    /// The keys of a user (`user_name`) or of the account's root (`None`), oldest first.
+    /// `NoSuchEntity` for an unknown user or account.
+    pub async fn list_access_keys(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+    ) -> Result<Vec<AccessKey>, StoreError> {
+        self.backend().list_access_keys(account_id, user_name).await
+    }
+
+    /// Activates or deactivates a key. `NoSuchEntity` unless the key belongs to that owner.
+    pub async fn update_access_key_status(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: &str,
+        status: KeyStatus,
+    ) -> Result<(), StoreError> {
+        self.backend()
+            .update_access_key_status(account_id, user_name, key_id, status)
+            .await
+    }
+
+    /// Deletes a key. `NoSuchEntity` unless the key belongs to that owner.
+    pub async fn delete_access_key(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: &str,
+    ) -> Result<(), StoreError> {
+        self.backend()
+            .delete_access_key(account_id, user_name, key_id)
+            .await?;
+        self.lock_usage().remove(key_id);
+        Ok(())
+    }
+
+    /// Notes a use of a key, in memory only: per key the latest use is kept until the next flush
+    /// ([`Store::flush_key_usage`], the background task, or [`Store::close`]). Cheap; call it on
+    /// every authenticated request.
+    pub fn record_key_use(&self, key_id: &str, when: SystemTime, service: &str, region: &str) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut pending = self.lock_usage();
+        match pending.get_mut(key_id) {
+            Some(old) if old.when >= when => {}
+            Some(old) => {
+                *old = LastUsed {
+                    when,
+                    service: service.to_owned(),
+                    region: region.to_owned(),
+                };
+            }
+            None => {
+                pending.insert(
+                    key_id.to_owned(),
+                    LastUsed {
+                        when,
+                        service: service.to_owned(),
+                        region: region.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Writes all pending last-used data in one transaction (a stored later use is kept). On
+    /// failure the data stays pending for the next flush.
+    pub async fn flush_key_usage(&self) -> Result<(), StoreError> {
+        let batch: Vec<(String, LastUsed)> = self.lock_usage().drain().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.backend().record_key_usage(batch.clone()).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut pending = self.lock_usage();
+                for (key_id, used) in batch {
+                    match pending.get(&key_id) {
+                        Some(newer) if newer.when >= used.when => {}
+                        _ => {
+                            pending.insert(key_id, used);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The key (without secret) and its last use, the later of the stored and the pending one;
+    /// `None` for an unknown key.
+    pub async fn get_access_key_last_used(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(AccessKey, Option<LastUsed>)>, StoreError> {
+        let Some(rec) = self.backend().get_access_key(key_id).await? else {
+            return Ok(None);
+        };
+        let pending = self.lock_usage().get(key_id).cloned();
+        let last = match (rec.last_used, pending) {
+            (Some(stored), Some(p)) => Some(if p.when > stored.when { p } else { stored }),
+            (stored, p) => stored.or(p),
+        };
+        Ok(Some((rec.key, last)))
+    }
+
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastUsed>> {
+        self.inner
+            .pending_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a task that flushes pending last-used data every `every` until [`Store::close`] or
+    /// until the last handle is dropped. [`Store::open_sqlite`] starts one already. Must be called
+    /// within a tokio runtime.
+    pub fn spawn_background_flush(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                if tokio::time::timeout(every, stop.changed()).await.is_ok() {
+                    break; // closed, or the store is gone
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                // On error the data stays pending and the next tick retries.
+                let _ = Store { inner }.flush_key_usage().await;
+            }
+        })
+    }
+
+    // ----- account aliases -----
+
+    /// Sets the account's alias. An account has at most one: a new alias replaces the previous
+    /// one, as in AWS. `EntityAlreadyExists` if another account has this alias.
+    pub async fn create_account_alias(
+        &self,
+        account_id: &str,
+        alias: &str,
+    ) -> Result<(), StoreError> {
+        validate::account_alias(alias)?;
+        self.backend().set_account_alias(account_id, alias).await
+    }
+
+    /// The account's aliases (zero or one).
+    pub async fn list_account_aliases(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        self.backend().list_account_aliases(account_id).await
+    }
+
+    /// Deletes the account's alias. `NoSuchEntity` unless the account has this alias.
+    pub async fn delete_account_alias(
+        &self,
+        account_id: &str,
+        alias: &str,
+    ) -> Result<(), StoreError> {
+        self.backend().delete_account_alias(account_id, alias).await
+    }
+
+    // ----- housekeeping -----
+
+    /// A number that grows with every committed change to accounts, users, tags, keys or aliases,
+    /// by any process using the database (last-used updates excepted). Compare it with the value
+    /// seen when a cache was filled to know whether to drop the cache. One indexed read.
+    pub async fn change_stamp(&self) -> Result<u64, StoreError> {
+        self.backend().change_stamp().await
+    }
+
+    /// Flushes pending last-used data, stops the background flush and closes the database. Later
+    /// calls on any clone fail with `Unavailable`. Closing twice is harmless.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.stop.send_replace(true);
+        let flushed = self.flush_key_usage().await;
+        let closed = self.backend().close().await;
+        flushed.and(closed)
+    }
+}
+
+/// Markers are the hex of the last returned folded name: opaque to clients, stable across calls.
+fn encode_marker(folded_name: &str) -> String {
+    hex::encode(folded_name)
+}
+
+fn decode_marker(marker: &str) -> Result<String, StoreError> {
+    hex::decode(marker)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| StoreError::InvalidInput("Invalid Marker.".into()))
+}

@@ -1,0 +1,124 @@
+//! The private engine interface.
+//!
+//! An engine stores records and enforces the invariants that need atomicity (uniqueness, quotas,
+//! "no delete while keys exist"); it never sees a secret in clear (the [`crate::Store`] wrapper seals
+//! before and opens after), validates nothing the wrapper already validated, and knows nothing of
+//! usage coalescing or pagination markers. Each mutating method is one transaction, durable when it
+//! returns. Nothing here is SQLite-specific: a PostgreSQL engine implements the same methods with
+//! `SELECT ... FOR UPDATE` (or serializable transactions) where SQLite takes its write lock up front.
+
+use async_trait::async_trait;
+
+use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Tag, User};
+use crate::StoreError;
+
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+
+/// A new access key, its secret already sealed.
+pub(crate) struct NewKey {
+    pub(crate) key_id: String,
+    pub(crate) account_id: String,
+    /// `None`: the account's root.
+    pub(crate) user_name: Option<String>,
+    pub(crate) sealed_secret: Vec<u8>,
+    pub(crate) created_ms: i64,
+}
+
+/// A stored access key with its sealed secret and last use.
+pub(crate) struct KeyRecord {
+    pub(crate) key: AccessKey,
+    pub(crate) sealed_secret: Vec<u8>,
+    pub(crate) last_used: Option<LastUsed>,
+}
+
+/// A new user, its ids already made.
+pub(crate) struct NewUser {
+    pub(crate) account_id: String,
+    pub(crate) name: String,
+    pub(crate) user_id: String,
+    pub(crate) path: String,
+    pub(crate) created_ms: i64,
+    pub(crate) tags: Vec<Tag>,
+}
+
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// `EntityAlreadyExists` if the id or the name is taken.
+    async fn create_account(&self, id: &str, name: &str, created_ms: i64) -> Result<Account>;
+    async fn get_account(&self, id: &str) -> Result<Option<Account>>;
+    async fn get_account_by_name(&self, name: &str) -> Result<Option<Account>>;
+    /// Sorted by id.
+    async fn list_accounts(&self) -> Result<Vec<Account>>;
+
+    /// `NoSuchEntity` for an unknown account, `EntityAlreadyExists` for a name taken ignoring case.
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    /// Matches the name ignoring ASCII case.
+    async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>>;
+    /// Users whose path starts with `path_prefix`, sorted by folded name, strictly after the folded
+    /// name `after`, at most `limit`.
+    async fn list_users(
+        &self,
+        account_id: &str,
+        path_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>>;
+    async fn update_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        new_name: Option<&str>,
+        new_path: Option<&str>,
+    ) -> Result<User>;
+    /// `DeleteConflict` while the user has access keys.
+    async fn delete_user(&self, account_id: &str, name: &str) -> Result<()>;
+    /// Adds or replaces (matching keys ignoring case); `LimitExceeded` past `max_tags`.
+    async fn tag_user(
+        &self,
+        account_id: &str,
+        name: &str,
+        tags: &[Tag],
+        max_tags: usize,
+    ) -> Result<()>;
+    /// Removes the keys that exist (ignoring case); absent keys are not an error.
+    async fn untag_user(&self, account_id: &str, name: &str, keys: &[String]) -> Result<()>;
+
+    /// Atomically: the owner exists, it has fewer than `max_keys` keys, the id is free; then inserts.
+    async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey>;
+    async fn get_access_key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
+    /// Sorted by creation time then id; `NoSuchEntity` for an unknown user or account.
+    async fn list_access_keys(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+    ) -> Result<Vec<AccessKey>>;
+    /// `NoSuchEntity` unless the key belongs to that owner.
+    async fn update_access_key_status(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: &str,
+        status: KeyStatus,
+    ) -> Result<()>;
+    async fn delete_access_key(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: &str,
+    ) -> Result<()>;
+    /// One transaction; keeps the later of the stored and the given use; skips deleted keys.
+    async fn record_key_usage(&self, batch: Vec<(String, LastUsed)>) -> Result<()>;
+
+    /// Sets the account's one alias (replacing any previous one); `EntityAlreadyExists` if another
+    /// account has it.
+    async fn set_account_alias(&self, account_id: &str, alias: &str) -> Result<()>;
+    async fn list_account_aliases(&self, account_id: &str) -> Result<Vec<String>>;
+    /// `NoSuchEntity` unless the account has that alias.
+    async fn delete_account_alias(&self, account_id: &str, alias: &str) -> Result<()>;
+
+    /// A counter that every committed change of accounts, users, keys or aliases increases
+    /// (last-used updates excepted).
+    async fn change_stamp(&self) -> Result<u64>;
+    /// Releases the engine's resources; later calls fail with `Unavailable`.
+    async fn close(&self) -> Result<()>;
+}

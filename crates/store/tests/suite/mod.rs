@@ -1,0 +1,907 @@
+//! Engine-independent assertions: every engine runs [`test_suite`] and [`two_handles`].
+//!
+//! Each check makes its own account, so they can share one database.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keyward_store::{KeyStatus, Store, StoreError, Tag};
+
+/// Runs every engine-independent check on `store` (an empty or shared database).
+pub(crate) async fn test_suite(store: &Store) {
+    accounts(store).await;
+    users_crud(store).await;
+    users_case_insensitive(store).await;
+    users_pagination(store).await;
+    user_tags(store).await;
+    access_keys_lifecycle(store).await;
+    access_keys_root_and_limits(store).await;
+    access_key_with_given_id(store).await;
+    rename_keeps_keys(store).await;
+    usage_coalescing(store).await;
+    aliases(store).await;
+    change_stamp_grows(store).await;
+    concurrent_limits_one_handle(store).await;
+}
+
+async fn new_account(store: &Store) -> String {
+    let name = format!("acct-{}", keyward_ids::new_account_id());
+    store.create_account(&name, None).await.unwrap().id
+}
+
+fn assert_err<T: std::fmt::Debug>(r: Result<T, StoreError>, code: &str, message: &str) {
+    match r {
+        Err(e) => {
+            assert_eq!(e.code(), code, "{e:?}");
+            assert_eq!(e.to_string(), message);
+        }
+        Ok(v) => panic!("expected {code}, got Ok({v:?})"),
+    }
+}
+
+async fn accounts(store: &Store) {
+    let a = store
+        .create_account("alpha-co", Some("123456789012"))
+        .await
+        .unwrap();
+    assert_eq!(a.id, "123456789012");
+    assert_eq!(a.name, "alpha-co");
+    assert_eq!(
+        store.get_account("123456789012").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.get_account_by_name("alpha-co").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.get_account("999999999999").await.unwrap(), None);
+    assert_eq!(store.get_account_by_name("nobody").await.unwrap(), None);
+    assert_err(
+        store.create_account("other", Some("123456789012")).await,
+        "EntityAlreadyExists",
+        "Account with id 123456789012 already exists.",
+    );
+    assert_err(
+        store.create_account("alpha-co", None).await,
+        "EntityAlreadyExists",
+        "Account with name alpha-co already exists.",
+    );
+    assert!(matches!(
+        store.create_account("x", Some("12345")).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    let b = store.create_account("beta-co", None).await.unwrap();
+    assert!(keyward_ids::is_account_id(&b.id));
+    let all = store.list_accounts().await.unwrap();
+    assert!(all.contains(&a) && all.contains(&b));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    // Timestamps are stored in milliseconds.
+    let ms = a.created.duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000;
+    assert_eq!(ms, 0);
+}
+
+async fn users_crud(store: &Store) {
+    let acct = new_account(store).await;
+    let tags = [Tag::new("team", "core")];
+    let u = store
+        .create_user(&acct, "bob", "/eng/", &tags)
+        .await
+        .unwrap();
+    assert_eq!(u.name, "bob");
+    assert_eq!(u.path, "/eng/");
+    assert_eq!(u.arn, format!("arn:aws:iam::{acct}:user/eng/bob"));
+    assert!(
+        u.user_id.starts_with("AIDA") && u.user_id.len() == 21,
+        "{}",
+        u.user_id
+    );
+    assert_eq!(
+        keyward_ids::account_of_key_id(&u.user_id[..20]),
+        Some(acct.clone())
+    );
+    assert_eq!(u.tags, tags);
+    assert_eq!(store.get_user(&acct, "bob").await.unwrap(), Some(u.clone()));
+    assert_eq!(store.get_user(&acct, "alice").await.unwrap(), None);
+
+    let root_user = store.create_user(&acct, "carol", "/", &[]).await.unwrap();
+    assert_eq!(root_user.arn, format!("arn:aws:iam::{acct}:user/carol"));
+
+    assert_err(
+        store.create_user(&acct, "bob", "/", &[]).await,
+        "EntityAlreadyExists",
+        "User with name bob already exists.",
+    );
+    assert_err(
+        store.create_user("000000000000", "bob", "/", &[]).await,
+        "NoSuchEntity",
+        "The account with id 000000000000 cannot be found.",
+    );
+    assert!(matches!(
+        store.create_user(&acct, "bad name", "/", &[]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.create_user(&acct, "dave", "no-slash", &[]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    // Move and rename.
+    let moved = store
+        .update_user(&acct, "bob", None, Some("/ops/"))
+        .await
+        .unwrap();
+    assert_eq!(moved.arn, format!("arn:aws:iam::{acct}:user/ops/bob"));
+    assert_eq!(moved.user_id, u.user_id);
+    let renamed = store
+        .update_user(&acct, "bob", Some("robert"), None)
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "robert");
+    assert_eq!(renamed.path, "/ops/");
+    assert_eq!(renamed.user_id, u.user_id);
+    assert_eq!(renamed.tags, tags);
+    assert_eq!(store.get_user(&acct, "bob").await.unwrap(), None);
+    assert_err(
+        store.update_user(&acct, "bob", Some("x"), None).await,
+        "NoSuchEntity",
+        "The user with name bob cannot be found.",
+    );
+    assert_err(
+        store
+            .update_user(&acct, "robert", Some("Carol"), None)
+            .await,
+        "EntityAlreadyExists",
+        "User with name Carol already exists.",
+    );
+
+    // Delete.
+    store.delete_user(&acct, "carol").await.unwrap();
+    assert_eq!(store.get_user(&acct, "carol").await.unwrap(), None);
+    assert_err(
+        store.delete_user(&acct, "carol").await,
+        "NoSuchEntity",
+        "The user with name carol cannot be found.",
+    );
+    let (k, _) = store
+        .create_access_key(&acct, Some("robert"))
+        .await
+        .unwrap();
+    assert_err(
+        store.delete_user(&acct, "robert").await,
+        "DeleteConflict",
+        "Cannot delete entity, must delete access keys first.",
+    );
+    store
+        .delete_access_key(&acct, Some("robert"), &k.key_id)
+        .await
+        .unwrap();
+    store.delete_user(&acct, "robert").await.unwrap();
+    // The name is free again, and the new user is a new identity.
+    let again = store.create_user(&acct, "robert", "/", &[]).await.unwrap();
+    assert_ne!(again.user_id, u.user_id);
+    assert!(
+        again.tags.is_empty(),
+        "tags of a deleted user must not come back"
+    );
+}
+
+async fn users_case_insensitive(store: &Store) {
+    let acct = new_account(store).await;
+    let u = store.create_user(&acct, "Alice", "/", &[]).await.unwrap();
+    assert_eq!(
+        store.get_user(&acct, "alice").await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(
+        store.get_user(&acct, "ALICE").await.unwrap(),
+        Some(u.clone())
+    );
+    assert_err(
+        store.create_user(&acct, "aLiCe", "/", &[]).await,
+        "EntityAlreadyExists",
+        "User with name aLiCe already exists.",
+    );
+    // Changing only the case of one's own name is allowed.
+    let r = store
+        .update_user(&acct, "alice", Some("ALICE"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.name, "ALICE");
+    assert_eq!(r.arn, format!("arn:aws:iam::{acct}:user/ALICE"));
+    // The same name in another account is another user.
+    let other = new_account(store).await;
+    store.create_user(&other, "alice", "/", &[]).await.unwrap();
+    // Keys made with another case belong to the same user, shown with its stored name.
+    let (k, _) = store.create_access_key(&acct, Some("alice")).await.unwrap();
+    assert_eq!(k.user_name.as_deref(), Some("ALICE"));
+    assert_eq!(
+        store.list_access_keys(&acct, Some("Alice")).await.unwrap(),
+        vec![k.clone()]
+    );
+    store
+        .delete_access_key(&acct, Some("aLIce"), &k.key_id)
+        .await
+        .unwrap();
+}
+
+async fn users_pagination(store: &Store) {
+    let acct = new_account(store).await;
+    let names = [
+        "delta", "Alpha", "charlie", "bravo", "Echo", "foxtrot", "golf",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let path = if i % 2 == 0 { "/even/" } else { "/odd/" };
+        store.create_user(&acct, n, path, &[]).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_users(&acct, "/", marker.as_deref(), 3)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|u| u.name.clone()));
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen,
+        ["Alpha", "bravo", "charlie", "delta", "Echo", "foxtrot", "golf"]
+    );
+    // Exactly one full page: no marker.
+    let all = store.list_users(&acct, "", None, 7).await.unwrap();
+    assert_eq!(all.items.len(), 7);
+    assert_eq!(all.next_marker, None);
+    // Path prefix.
+    let even: Vec<_> = store
+        .list_users(&acct, "/even/", None, 100)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(even, ["charlie", "delta", "Echo", "golf"]);
+    assert!(store
+        .list_users(&acct, "/none/", None, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // A marker stays valid when the user it points at is deleted.
+    let first = store.list_users(&acct, "/", None, 2).await.unwrap();
+    store.delete_user(&acct, "bravo").await.unwrap();
+    let rest = store
+        .list_users(&acct, "/", first.next_marker.as_deref(), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.items[0].name, "charlie");
+    // Bad input.
+    assert!(matches!(
+        store
+            .list_users(&acct, "/", Some("zz-not-a-marker"), 10)
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.list_users(&acct, "/", None, 0).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.list_users(&acct, "/", None, 1001).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // Another account's users are not listed.
+    let other = new_account(store).await;
+    assert!(store
+        .list_users(&other, "/", None, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn user_tags(store: &Store) {
+    let acct = new_account(store).await;
+    store
+        .create_user(&acct, "tagged", "/", &[Tag::new("Env", "dev")])
+        .await
+        .unwrap();
+    store
+        .tag_user(
+            &acct,
+            "tagged",
+            &[Tag::new("env", "prod"), Tag::new("owner", "me")],
+        )
+        .await
+        .unwrap();
+    let tags = store.list_user_tags(&acct, "TAGGED").await.unwrap();
+    assert_eq!(tags, vec![Tag::new("env", "prod"), Tag::new("owner", "me")]);
+    store
+        .untag_user(&acct, "tagged", &["ENV".into(), "absent".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_user_tags(&acct, "tagged").await.unwrap(),
+        vec![Tag::new("owner", "me")]
+    );
+    assert_err(
+        store.list_user_tags(&acct, "ghost").await,
+        "NoSuchEntity",
+        "The user with name ghost cannot be found.",
+    );
+    assert_err(
+        store.tag_user(&acct, "ghost", &[Tag::new("a", "b")]).await,
+        "NoSuchEntity",
+        "The user with name ghost cannot be found.",
+    );
+    assert!(matches!(
+        store
+            .tag_user(&acct, "tagged", &[Tag::new("a", "1"), Tag::new("A", "2")])
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // 50 tags at most, all or nothing.
+    let many: Vec<Tag> = (0..49).map(|i| Tag::new(format!("k{i}"), "v")).collect();
+    store.tag_user(&acct, "tagged", &many).await.unwrap();
+    assert_eq!(
+        store.list_user_tags(&acct, "tagged").await.unwrap().len(),
+        50
+    );
+    store
+        .tag_user(&acct, "tagged", &[Tag::new("K0", "replaced")])
+        .await
+        .unwrap();
+    assert_err(
+        store
+            .tag_user(&acct, "tagged", &[Tag::new("one-more", "v")])
+            .await,
+        "LimitExceeded",
+        "Cannot exceed quota for TagsPerUser: 50",
+    );
+    let after = store.list_user_tags(&acct, "tagged").await.unwrap();
+    assert_eq!(after.len(), 50);
+    assert!(after.contains(&Tag::new("K0", "replaced")));
+    let too_many: Vec<Tag> = (0..51).map(|i| Tag::new(format!("k{i}"), "v")).collect();
+    assert!(matches!(
+        store.create_user(&acct, "crowded", "/", &too_many).await,
+        Err(StoreError::LimitExceeded(_))
+    ));
+}
+
+async fn access_keys_lifecycle(store: &Store) {
+    let acct = new_account(store).await;
+    store.create_user(&acct, "kim", "/", &[]).await.unwrap();
+    let (k, secret) = store.create_access_key(&acct, Some("kim")).await.unwrap();
+    assert!(k.key_id.starts_with("AKIA") && k.key_id.len() == 20);
+    assert_eq!(
+        keyward_ids::account_of_key_id(&k.key_id),
+        Some(acct.clone())
+    );
+    assert!(keyward_ids::is_well_formed_secret(secret.expose()));
+    assert_eq!(k.status, KeyStatus::Active);
+    assert_eq!(k.user_name.as_deref(), Some("kim"));
+    assert_eq!(k.account_id, acct);
+
+    let (found, s) = store.get_access_key(&k.key_id).await.unwrap().unwrap();
+    assert_eq!(found, k);
+    assert_eq!(s.expose(), secret.expose());
+    assert!(store
+        .get_access_key("AKIAAAAAAAAAAAAAAAAA")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_access_key("not even an id")
+        .await
+        .unwrap()
+        .is_none());
+
+    assert_eq!(
+        store.list_access_keys(&acct, Some("kim")).await.unwrap(),
+        vec![k.clone()]
+    );
+    assert!(store
+        .list_access_keys(&acct, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_err(
+        store.list_access_keys(&acct, Some("ghost")).await,
+        "NoSuchEntity",
+        "The user with name ghost cannot be found.",
+    );
+    assert_err(
+        store.create_access_key(&acct, Some("ghost")).await,
+        "NoSuchEntity",
+        "The user with name ghost cannot be found.",
+    );
+
+    store
+        .update_access_key_status(&acct, Some("kim"), &k.key_id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    let (found, _) = store.get_access_key(&k.key_id).await.unwrap().unwrap();
+    assert_eq!(found.status, KeyStatus::Inactive);
+    store
+        .update_access_key_status(&acct, Some("kim"), &k.key_id, KeyStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_access_key(&k.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .status,
+        KeyStatus::Active
+    );
+
+    // The key is only reachable through its owner.
+    let not_found = format!("The Access Key with id {} cannot be found.", k.key_id);
+    store.create_user(&acct, "lee", "/", &[]).await.unwrap();
+    assert_err(
+        store
+            .update_access_key_status(&acct, Some("lee"), &k.key_id, KeyStatus::Inactive)
+            .await,
+        "NoSuchEntity",
+        &not_found,
+    );
+    assert_err(
+        store
+            .update_access_key_status(&acct, None, &k.key_id, KeyStatus::Inactive)
+            .await,
+        "NoSuchEntity",
+        &not_found,
+    );
+    let other = new_account(store).await;
+    assert_err(
+        store.delete_access_key(&other, None, &k.key_id).await,
+        "NoSuchEntity",
+        &not_found,
+    );
+    assert_err(
+        store.delete_access_key(&acct, Some("lee"), &k.key_id).await,
+        "NoSuchEntity",
+        &not_found,
+    );
+    assert_eq!(
+        store
+            .get_access_key(&k.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .status,
+        KeyStatus::Active
+    );
+
+    store
+        .delete_access_key(&acct, Some("kim"), &k.key_id)
+        .await
+        .unwrap();
+    assert!(store.get_access_key(&k.key_id).await.unwrap().is_none());
+    assert!(store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_err(
+        store.delete_access_key(&acct, Some("kim"), &k.key_id).await,
+        "NoSuchEntity",
+        &not_found,
+    );
+}
+
+async fn access_keys_root_and_limits(store: &Store) {
+    let acct = new_account(store).await;
+    store.create_user(&acct, "max", "/", &[]).await.unwrap();
+    let (r1, _) = store.create_access_key(&acct, None).await.unwrap();
+    assert_eq!(r1.user_name, None);
+    let (r2, _) = store.create_access_key(&acct, None).await.unwrap();
+    store
+        .update_access_key_status(&acct, None, &r2.key_id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    // Inactive keys count.
+    assert_err(
+        store.create_access_key(&acct, None).await,
+        "LimitExceeded",
+        "Cannot exceed quota for AccessKeysPerUser: 2",
+    );
+    // The root's keys and a user's keys are counted separately.
+    let (u1, _) = store.create_access_key(&acct, Some("max")).await.unwrap();
+    let (u2, _) = store.create_access_key(&acct, Some("max")).await.unwrap();
+    assert_err(
+        store.create_access_key(&acct, Some("max")).await,
+        "LimitExceeded",
+        "Cannot exceed quota for AccessKeysPerUser: 2",
+    );
+    let mut root_keys: Vec<_> = store.list_access_keys(&acct, None).await.unwrap();
+    root_keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    let mut expect = vec![r1.key_id.clone(), r2.key_id.clone()];
+    expect.sort();
+    assert_eq!(
+        root_keys
+            .iter()
+            .map(|k| k.key_id.clone())
+            .collect::<Vec<_>>(),
+        expect
+    );
+    assert_eq!(
+        store
+            .list_access_keys(&acct, Some("max"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Deleting one frees a slot.
+    store
+        .delete_access_key(&acct, Some("max"), &u1.key_id)
+        .await
+        .unwrap();
+    store.create_access_key(&acct, Some("max")).await.unwrap();
+    let _ = u2;
+    // An unknown account has no root.
+    assert_err(
+        store.create_access_key("000000000001", None).await,
+        "NoSuchEntity",
+        "The account with id 000000000001 cannot be found.",
+    );
+}
+
+async fn access_key_with_given_id(store: &Store) {
+    let acct = new_account(store).await;
+    let id = keyward_ids::new_access_key_id(keyward_ids::KeyKind::LongTerm, &acct);
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let k = store
+        .create_access_key_with(&acct, None, &id, secret)
+        .await
+        .unwrap();
+    assert_eq!(k.key_id, id);
+    let (_, s) = store.get_access_key(&id).await.unwrap().unwrap();
+    assert_eq!(s.expose(), secret);
+    assert_err(
+        store.create_access_key_with(&acct, None, &id, secret).await,
+        "EntityAlreadyExists",
+        &format!("Access key with id {id} already exists."),
+    );
+    // The AWS documentation's example id does not encode an account but is well formed.
+    let other = new_account(store).await;
+    if store
+        .get_access_key("AKIAIOSFODNN7EXAMPLE")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        store
+            .create_access_key_with(&other, None, "AKIAIOSFODNN7EXAMPLE", secret)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .create_access_key_with(&acct, None, "ASIAIOSFODNN7EXAMPLE", secret)
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store
+            .create_access_key_with(&acct, None, "AKIA-short", secret)
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.create_access_key_with(&acct, None, &id, "").await,
+        Err(StoreError::InvalidInput(_))
+    ));
+}
+
+async fn rename_keeps_keys(store: &Store) {
+    let acct = new_account(store).await;
+    store
+        .create_user(&acct, "old-name", "/", &[])
+        .await
+        .unwrap();
+    let (k, secret) = store
+        .create_access_key(&acct, Some("old-name"))
+        .await
+        .unwrap();
+    store
+        .update_user(&acct, "old-name", Some("new-name"), None)
+        .await
+        .unwrap();
+    let (found, s) = store.get_access_key(&k.key_id).await.unwrap().unwrap();
+    assert_eq!(found.user_name.as_deref(), Some("new-name"));
+    assert_eq!(s.expose(), secret.expose());
+    let listed = store
+        .list_access_keys(&acct, Some("new-name"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key_id, k.key_id);
+    assert_err(
+        store.list_access_keys(&acct, Some("old-name")).await,
+        "NoSuchEntity",
+        "The user with name old-name cannot be found.",
+    );
+    // A new user under the old name does not inherit the keys.
+    store
+        .create_user(&acct, "old-name", "/", &[])
+        .await
+        .unwrap();
+    assert!(store
+        .list_access_keys(&acct, Some("old-name"))
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .update_access_key_status(&acct, Some("new-name"), &k.key_id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+async fn usage_coalescing(store: &Store) {
+    let acct = new_account(store).await;
+    let (k, _) = store.create_access_key(&acct, None).await.unwrap();
+    let (_, never) = store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(never, None);
+
+    store.record_key_use(&k.key_id, at(1_700_000_100), "s3", "eu-west-1");
+    store.record_key_use(&k.key_id, at(1_700_000_050), "iam", "us-east-1"); // older: ignored
+    store.record_key_use(&k.key_id, at(1_700_000_200), "sts", "us-west-2");
+    // Pending, merged into the answer.
+    let (_, last) = store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = last.unwrap();
+    assert_eq!(
+        (last.when, last.service.as_str(), last.region.as_str()),
+        (at(1_700_000_200), "sts", "us-west-2")
+    );
+
+    store.flush_key_usage().await.unwrap();
+    let (_, last) = store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.unwrap().when, at(1_700_000_200));
+
+    // An older use flushed later does not overwrite a newer stored one.
+    store.record_key_use(&k.key_id, at(1_700_000_150), "iam", "us-east-1");
+    store.flush_key_usage().await.unwrap();
+    let (_, last) = store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.unwrap().service, "sts");
+
+    // A newer pending use wins over the stored one before any flush.
+    store.record_key_use(&k.key_id, at(1_700_000_300), "s3", "ap-south-1");
+    let (_, last) = store
+        .get_access_key_last_used(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.unwrap().region, "ap-south-1");
+    store.flush_key_usage().await.unwrap();
+
+    // Uses of unknown or deleted keys are dropped silently at flush.
+    store.record_key_use("AKIAUNKNOWNKEY234567", at(1_700_000_000), "s3", "x");
+    let (k2, _) = store.create_access_key(&acct, None).await.unwrap();
+    store.record_key_use(&k2.key_id, at(1_700_000_000), "s3", "x");
+    store
+        .delete_access_key(&acct, None, &k2.key_id)
+        .await
+        .unwrap();
+    store.flush_key_usage().await.unwrap();
+    assert!(store
+        .get_access_key_last_used(&k2.key_id)
+        .await
+        .unwrap()
+        .is_none());
+    // Flushing nothing is fine.
+    store.flush_key_usage().await.unwrap();
+}
+
+async fn aliases(store: &Store) {
+    let a = new_account(store).await;
+    let b = new_account(store).await;
+    let alias = format!("corp-{}", &a[..6]);
+    assert!(store.list_account_aliases(&a).await.unwrap().is_empty());
+    store.create_account_alias(&a, &alias).await.unwrap();
+    assert_eq!(
+        store.list_account_aliases(&a).await.unwrap(),
+        vec![alias.clone()]
+    );
+    // Idempotent for the same account.
+    store.create_account_alias(&a, &alias).await.unwrap();
+    // Globally unique.
+    assert_err(
+        store.create_account_alias(&b, &alias).await,
+        "EntityAlreadyExists",
+        &format!("The account alias {alias} already exists."),
+    );
+    // One per account: a new alias replaces the old one.
+    let second = format!("{alias}-two");
+    store.create_account_alias(&a, &second).await.unwrap();
+    assert_eq!(
+        store.list_account_aliases(&a).await.unwrap(),
+        vec![second.clone()]
+    );
+    // The released alias may now be taken by another account.
+    store.create_account_alias(&b, &alias).await.unwrap();
+    assert_err(
+        store.delete_account_alias(&a, &alias).await,
+        "NoSuchEntity",
+        &format!("The account alias {alias} cannot be found."),
+    );
+    store.delete_account_alias(&a, &second).await.unwrap();
+    assert!(store.list_account_aliases(&a).await.unwrap().is_empty());
+    assert!(matches!(
+        store.create_account_alias(&a, "Bad--Alias").await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert_err(
+        store
+            .create_account_alias("000000000002", "free-alias-x")
+            .await,
+        "NoSuchEntity",
+        "The account with id 000000000002 cannot be found.",
+    );
+}
+
+async fn change_stamp_grows(store: &Store) {
+    let acct = new_account(store).await;
+    store.create_user(&acct, "stamp", "/", &[]).await.unwrap();
+    let mut last = store.change_stamp().await.unwrap();
+    let (k, _) = store.create_access_key(&acct, Some("stamp")).await.unwrap();
+    let mut check = |now: u64, what: &str| {
+        assert!(
+            now > last,
+            "stamp did not grow after {what}: {now} <= {last}"
+        );
+        last = now;
+    };
+    check(store.change_stamp().await.unwrap(), "create key");
+    store
+        .update_access_key_status(&acct, Some("stamp"), &k.key_id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    check(store.change_stamp().await.unwrap(), "deactivate");
+    store
+        .update_user(&acct, "stamp", Some("stamp2"), None)
+        .await
+        .unwrap();
+    check(store.change_stamp().await.unwrap(), "rename");
+    store
+        .delete_access_key(&acct, Some("stamp2"), &k.key_id)
+        .await
+        .unwrap();
+    check(store.change_stamp().await.unwrap(), "delete key");
+    store.delete_user(&acct, "stamp2").await.unwrap();
+    check(store.change_stamp().await.unwrap(), "delete user");
+    // Failed writes and reads do not move it.
+    let before = store.change_stamp().await.unwrap();
+    let _ = store.delete_user(&acct, "stamp2").await;
+    let _ = store.get_user(&acct, "stamp2").await;
+    assert_eq!(store.change_stamp().await.unwrap(), before);
+}
+
+/// Many tasks racing on one handle never get past the limits.
+async fn concurrent_limits_one_handle(store: &Store) {
+    race(store, store).await;
+}
+
+/// Two handles on the same database (as two processes would have) never get past the limits, and
+/// each sees the other's writes at once.
+pub(crate) async fn two_handles(a: &Store, b: &Store) {
+    let acct = a
+        .create_account(&format!("two-{}", keyward_ids::new_account_id()), None)
+        .await
+        .unwrap();
+    assert_eq!(b.get_account(&acct.id).await.unwrap(), Some(acct.clone()));
+    let (k, s) = a.create_access_key(&acct.id, None).await.unwrap();
+    let (kb, sb) = b.get_access_key(&k.key_id).await.unwrap().unwrap();
+    assert_eq!((kb, sb.expose()), (k.clone(), s.expose()));
+    let before = a.change_stamp().await.unwrap();
+    b.update_access_key_status(&acct.id, None, &k.key_id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    assert!(a.change_stamp().await.unwrap() > before);
+    assert_eq!(
+        a.get_access_key(&k.key_id).await.unwrap().unwrap().0.status,
+        KeyStatus::Inactive
+    );
+    race(a, b).await;
+}
+
+async fn race(a: &Store, b: &Store) {
+    const TASKS: usize = 16;
+    let acct = new_account(a).await;
+    a.create_user(&acct, "racer", "/", &[]).await.unwrap();
+
+    // Keys for one user and for the root, from many tasks at once.
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let acct = acct.clone();
+        handles.push(tokio::spawn(async move {
+            let user = if i % 4 < 2 { Some("racer") } else { None };
+            (
+                user.is_some(),
+                s.create_access_key(&acct, user).await.map(|(k, _)| k),
+            )
+        }));
+    }
+    let (mut user_ok, mut root_ok) = (0, 0);
+    for h in handles {
+        match h.await.unwrap() {
+            (true, Ok(_)) => user_ok += 1,
+            (false, Ok(_)) => root_ok += 1,
+            (_, Err(StoreError::LimitExceeded(_))) => {}
+            (_, Err(e)) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!((user_ok, root_ok), (2, 2));
+    assert_eq!(
+        a.list_access_keys(&acct, Some("racer"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(b.list_access_keys(&acct, None).await.unwrap().len(), 2);
+
+    // Users whose names differ only in case, from many tasks at once.
+    let mut handles = Vec::new();
+    for i in 0..TASKS {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let acct = acct.clone();
+        let name: String = "samename"
+            .chars()
+            .enumerate()
+            .map(|(j, c)| {
+                if (i >> (j % 4)) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        handles.push(tokio::spawn(async move {
+            s.create_user(&acct, &name, "/", &[]).await
+        }));
+    }
+    let mut created = HashSet::new();
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(u) => {
+                created.insert(u.user_id);
+            }
+            Err(StoreError::EntityAlreadyExists(_)) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1);
+}
