@@ -570,3 +570,50 @@ async fn two_processes_never_exceed_limits() {
     );
     store.close().await.unwrap();
 }
+
+/// Starting a flush task replaces the running one (the server starts its own after open).
+#[tokio::test]
+async fn a_new_flush_task_replaces_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    let store = Store::open_sqlite_with(
+        &path,
+        MasterKey::from_bytes(MASTER),
+        StoreOptions::default().usage_flush_interval(Some(Duration::from_millis(30))),
+    )
+    .await
+    .unwrap();
+    let first = store.spawn_background_flush(Duration::from_millis(30));
+    let second = store.spawn_background_flush(Duration::from_millis(30));
+    tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!second.is_finished());
+    let acct = store.create_account("gen", None).await.unwrap();
+    let (k, _) = store.create_access_key(&acct.id, None).await.unwrap();
+    store.record_key_use(&k.key_id, SystemTime::now(), "iam", "us-east-1");
+    let other = open(&path).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if other
+            .get_access_key_last_used(&k.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .is_some()
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the newest flush task never flushed");
+    store.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    other.close().await.unwrap();
+}
