@@ -32,7 +32,7 @@ mod validate;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -96,6 +96,8 @@ struct Inner {
     pending_usage: Mutex<HashMap<String, LastUsed>>,
     closed: AtomicBool,
     stop: watch::Sender<bool>,
+    /// Generation of the current background flush task; an older task stops at its next tick.
+    flusher: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +136,7 @@ impl Store {
                 pending_usage: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 stop: watch::channel(false).0,
+                flusher: AtomicU64::new(0),
             }),
         }
     }
@@ -495,28 +498,27 @@ impl Store {
         }
     }
 
-    /// Writes all pending last-used data in one transaction (a stored later use is kept). On
-    /// failure the data stays pending for the next flush.
+    /// Writes all pending last-used data in one transaction (a stored later use is kept). The
+    /// data leaves memory only once written: on failure, or if this future is dropped (an aborted
+    /// task), it stays pending for the next flush.
     pub async fn flush_key_usage(&self) -> Result<(), StoreError> {
-        let batch: Vec<(String, LastUsed)> = self.lock_usage().drain().collect();
+        let batch: Vec<(String, LastUsed)> = self
+            .lock_usage()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
-        match self.backend().record_key_usage(batch.clone()).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let mut pending = self.lock_usage();
-                for (key_id, used) in batch {
-                    match pending.get(&key_id) {
-                        Some(newer) if newer.when >= used.when => {}
-                        _ => {
-                            pending.insert(key_id, used);
-                        }
-                    }
-                }
-                Err(e)
+        self.backend().record_key_usage(batch.clone()).await?;
+        let mut pending = self.lock_usage();
+        for (key_id, written) in batch {
+            // Keep a use recorded meanwhile that is newer than the one written.
+            if pending.get(&key_id).is_some_and(|p| p.when <= written.when) {
+                pending.remove(&key_id);
             }
         }
+        Ok(())
     }
 
     /// The key (without secret) and its last use, the later of the stored and the pending one;
@@ -544,11 +546,13 @@ impl Store {
     }
 
     /// Starts a task that flushes pending last-used data every `every` until [`Store::close`] or
-    /// until the last handle is dropped. [`Store::open_sqlite`] starts one already. Must be called
-    /// within a tokio runtime.
+    /// until the last handle is dropped. [`Store::open_sqlite`] starts one already; calling this
+    /// replaces it (the previous task ends at its next tick without losing data), so one flush
+    /// task runs at a time. Must be called within a tokio runtime.
     pub fn spawn_background_flush(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let mut stop = self.inner.stop.subscribe();
+        let generation = self.inner.flusher.fetch_add(1, Ordering::AcqRel) + 1;
         tokio::spawn(async move {
             loop {
                 if *stop.borrow() {
@@ -558,6 +562,9 @@ impl Store {
                     break; // closed, or the store is gone
                 }
                 let Some(inner) = weak.upgrade() else { break };
+                if inner.flusher.load(Ordering::Acquire) != generation {
+                    break; // replaced by a newer task
+                }
                 // On error the data stays pending and the next tick retries.
                 let _ = Store { inner }.flush_key_usage().await;
             }

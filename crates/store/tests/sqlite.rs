@@ -453,3 +453,167 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     store.close().await.unwrap();
 }
+
+const RACER_DB: &str = "KEYWARD_STORE_TEST_RACER_DB";
+const RACER_ACCOUNT: &str = "KEYWARD_STORE_TEST_RACER_ACCOUNT";
+
+/// Not a test on its own: one of the racing processes of `two_processes_never_exceed_limits`.
+#[test]
+fn child_racer() {
+    let (Ok(db), Ok(account)) = (std::env::var(RACER_DB), std::env::var(RACER_ACCOUNT)) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = open(Path::new(&db)).await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, account) = (store.clone(), account.clone());
+            tasks.push(tokio::spawn(async move {
+                let user = (i % 2 == 0).then_some("racer");
+                // The same new name, spelled with a different case by each task.
+                let name: String = "newbie"
+                    .chars()
+                    .enumerate()
+                    .map(|(j, c)| {
+                        if (i >> (j % 3)) & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                let key = store.create_access_key(&account, user).await;
+                let user = store.create_user(&account, &name, "/x/", &[]).await;
+                (key.map(|_| ()), user.map(|_| ()))
+            }));
+        }
+        let (mut keys, mut users) = (0, 0);
+        for t in tasks {
+            let (k, u) = t.await.unwrap();
+            match k {
+                Ok(()) => keys += 1,
+                Err(StoreError::LimitExceeded(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            match u {
+                Ok(()) => users += 1,
+                Err(StoreError::EntityAlreadyExists(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        println!("RESULT {keys} {users}");
+        store.close().await.unwrap();
+    });
+}
+
+/// Two processes racing on one file never get past the key quota or the name uniqueness.
+#[tokio::test]
+async fn two_processes_never_exceed_limits() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    let store = open(&path).await;
+    let acct = store.create_account("race", None).await.unwrap();
+    // Key creates for "racer" and for the root race for two slots each; user creates race for
+    // one name spelled in different cases.
+    store
+        .create_user(&acct.id, "racer", "/", &[])
+        .await
+        .unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_racer", "--nocapture", "--test-threads=1"])
+                .env(RACER_DB, &path)
+                .env(RACER_ACCOUNT, &acct.id)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut keys, mut users) = (0, 0);
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text
+            .split_once("RESULT ")
+            .and_then(|(_, rest)| rest.lines().next())
+            .unwrap_or_else(|| panic!("no RESULT line in {text:?}"));
+        let mut parts = line.split(' ').map(|n| n.parse::<usize>().unwrap());
+        keys += parts.next().unwrap();
+        users += parts.next().unwrap();
+    }
+    assert_eq!(
+        keys, 4,
+        "two keys for the user and two for the root, in total"
+    );
+    assert_eq!(users, 1, "one user named newbie, whatever the case");
+    assert_eq!(
+        store
+            .list_access_keys(&acct.id, Some("racer"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.list_access_keys(&acct.id, None).await.unwrap().len(),
+        2
+    );
+    store.close().await.unwrap();
+}
+
+/// Starting a flush task replaces the running one (the server starts its own after open).
+#[tokio::test]
+async fn a_new_flush_task_replaces_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    let store = Store::open_sqlite_with(
+        &path,
+        MasterKey::from_bytes(MASTER),
+        StoreOptions::default().usage_flush_interval(Some(Duration::from_millis(30))),
+    )
+    .await
+    .unwrap();
+    let first = store.spawn_background_flush(Duration::from_millis(30));
+    let second = store.spawn_background_flush(Duration::from_millis(30));
+    tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!second.is_finished());
+    let acct = store.create_account("gen", None).await.unwrap();
+    let (k, _) = store.create_access_key(&acct.id, None).await.unwrap();
+    store.record_key_use(&k.key_id, SystemTime::now(), "iam", "us-east-1");
+    let other = open(&path).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if other
+            .get_access_key_last_used(&k.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .is_some()
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the newest flush task never flushed");
+    store.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    other.close().await.unwrap();
+}
