@@ -129,7 +129,7 @@ impl App {
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes>,
-        B::Error: std::fmt::Display,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();

@@ -62,7 +62,7 @@ fn bad_token(dialect: Dialect, token: &str, e: TokenError) -> ApiError {
 }
 
 /// Maps a verification failure to the error of `dialect`.
-pub fn verify_error(dialect: Dialect, key_id: &str, e: VerifyError, now: SystemTime) -> ApiError {
+pub fn verify_error(dialect: Dialect, key_id: &str, presign_expires: Option<u32>, e: VerifyError, now: SystemTime) -> ApiError {
     let s3 = dialect == Dialect::S3;
     match e {
         VerifyError::SignatureDoesNotMatch { canonical_request, string_to_sign, signature_provided } => {
@@ -85,6 +85,15 @@ pub fn verify_error(dialect: Dialect, key_id: &str, e: VerifyError, now: SystemT
             } else {
                 ApiError::new(403, "SignatureDoesNotMatch", e.message())
             }
+        }
+        VerifyError::PresignedExpired { request_time, expired_at, server_time } if s3 => {
+            let mut e = ApiError::new(403, "AccessDenied", "Request has expired");
+            if let Some(secs) = presign_expires {
+                e = e.with("X-Amz-Expires", secs.to_string());
+            } else {
+                e = e.with("X-Amz-Expires", request_time);
+            }
+            e.with("Expires", iso8601(expired_at)).with("ServerTime", iso8601(server_time))
         }
         VerifyError::ContentSha256Mismatch { client, computed } => {
             if s3 {
@@ -123,7 +132,11 @@ pub async fn authenticate(
             SignedRequest::V4(a) => a.verify(req, body, secret, now, Some(app.signing_keys())),
             SignedRequest::V2Presigned(a) => a.verify(req, secret, now),
         };
-        r.map_err(|e| verify_error(dialect, key_id, e, now))
+        let expires = match parsed {
+            SignedRequest::V4(a) => a.expires_secs(),
+            SignedRequest::V2Presigned(_) => None,
+        };
+        r.map_err(|e| verify_error(dialect, key_id, expires, e, now))
     };
 
     if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {

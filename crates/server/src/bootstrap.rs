@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Name of the SQLite file in the data directory.
 pub const DB_FILE: &str = "keyward.db";
@@ -212,12 +211,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let local = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
     let account =
         ensure_default_account(&store, &config.data_dir, config.account_id.as_deref(), config.root.as_ref(), local).await?;
-    let flusher = store.spawn_background_flush(Duration::from_secs(5));
     let app = Arc::new(App::new(store.clone(), sealer, config.app));
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
     eprintln!("keyward: listening on http://{local} (default account {})", account.id);
     http::run(listener, app, config.limits, shutdown_signal()).await;
-    flusher.abort();
     store.close().await?;
     eprintln!("keyward: stopped");
     Ok(())

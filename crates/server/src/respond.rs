@@ -4,7 +4,7 @@ use keyward_protocol::xml::XmlWriter;
 
 /// `<{action}Response xmlns=ns><{action}Result>…</{action}Result><ResponseMetadata>…</ResponseMetadata></{action}Response>`;
 /// `result` is `None` for operations without output (no `Result` element, as AWS).
-pub fn envelope(action: &str, ns: &str, request_id: &str, result: Option<&dyn Fn(&mut XmlWriter)>) -> String {
+pub(crate) fn envelope(action: &str, ns: &str, request_id: &str, result: Option<&dyn Fn(&mut XmlWriter)>) -> String {
     let response = format!("{action}Response");
     let mut w = XmlWriter::new();
     w.open_ns(&response, ns);
