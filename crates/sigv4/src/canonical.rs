@@ -1,0 +1,362 @@
+//! The one canonicalization used by both the verifier and the signer: canonical URI, canonical query,
+//! canonical headers, canonical request and string to sign.
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+/// `AWS4-HMAC-SHA256`, the SigV4 algorithm name.
+pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The SigV4A algorithm name, recognised only to be refused.
+pub(crate) const ALGORITHM_V4A: &str = "AWS4-ECDSA-P256-SHA256";
+/// Hex SHA-256 of the empty string.
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// How the path becomes the canonical URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathMode {
+    /// S3: the wire path as sent, not normalized; every `%XX` is decoded and the byte encoded once
+    /// again (so `%2f` and `%2F` both stay `%2F`, a raw `+` becomes `%2B`, `//` stays).
+    S3,
+    /// Every other service: remove `.`/`..` segments and collapse `//`, then encode the wire path
+    /// once more, so `%20` on the wire becomes `%2520`.
+    Normalized,
+    /// Encode the wire path once more without normalizing (the test suite's `normalize: false`).
+    #[cfg(test)]
+    Unnormalized,
+}
+
+impl PathMode {
+    /// The mode AWS uses for a credential-scope service name.
+    pub(crate) fn for_service(service: &str) -> Self {
+        if service == "s3" {
+            PathMode::S3
+        } else {
+            PathMode::Normalized
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+#[inline]
+fn push_encoded(b: u8, out: &mut Vec<u8>) {
+    if is_unreserved(b) {
+        out.push(b);
+    } else {
+        out.extend_from_slice(&[
+            b'%',
+            HEX_UPPER[usize::from(b >> 4)],
+            HEX_UPPER[usize::from(b & 15)],
+        ]);
+    }
+}
+
+/// Percent-encodes every byte except `A-Za-z0-9-_.~` (and `/` when `keep_slash`), uppercase hex.
+pub(crate) fn uri_encode(bytes: &[u8], keep_slash: bool, out: &mut Vec<u8>) {
+    for &b in bytes {
+        if keep_slash && b == b'/' {
+            out.push(b'/');
+        } else {
+            push_encoded(b, out);
+        }
+    }
+}
+
+#[inline]
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (a `%` not followed by two hex digits is kept literally); with `plus_is_space`
+/// a `+` decodes to a space (query strings), otherwise it stays a `+` (paths).
+pub(crate) fn percent_decode(s: &[u8], plus_is_space: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' if i + 2 < s.len() => {
+                if let (Some(h), Some(l)) = (hex_val(s[i + 1]), hex_val(s[i + 2])) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The canonical URI of a wire path.
+pub(crate) fn canonical_uri(path: &str, mode: PathMode, out: &mut Vec<u8>) {
+    let path = path.as_bytes();
+    if path.is_empty() {
+        out.push(b'/');
+        return;
+    }
+    match mode {
+        PathMode::S3 => {
+            let mut i = 0;
+            while i < path.len() {
+                let b = path[i];
+                if b == b'%' && i + 2 < path.len() {
+                    if let (Some(h), Some(l)) = (hex_val(path[i + 1]), hex_val(path[i + 2])) {
+                        push_encoded(h << 4 | l, out);
+                        i += 3;
+                        continue;
+                    }
+                }
+                if b == b'/' {
+                    out.push(b'/');
+                } else {
+                    push_encoded(b, out);
+                }
+                i += 1;
+            }
+        }
+        PathMode::Normalized => {
+            let normalized = normalize_path(path);
+            uri_encode(&normalized, true, out);
+        }
+        #[cfg(test)]
+        PathMode::Unnormalized => uri_encode(path, true, out),
+    }
+}
+
+/// RFC 3986 remove-dot-segments plus collapsing of empty segments, as botocore and AWS do for every
+/// service but S3. A trailing `/` is kept when something is left.
+pub(crate) fn normalize_path(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in path.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    if path.first() == Some(&b'/') {
+        out.push(b'/');
+    }
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(s);
+    }
+    if path.last() == Some(&b'/') && !segments.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Splits a raw query string into raw `(key, value)` pieces; empty pieces are skipped and a piece
+/// without `=` has an empty value.
+pub(crate) fn split_query(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// The canonical query string: each key and value decoded (`+` is a space) and encoded again, pairs
+/// sorted by encoded key then encoded value. With `skip_signature`, `X-Amz-Signature` is left out.
+pub(crate) fn canonical_query(query: &str, skip_signature: bool, out: &mut Vec<u8>) {
+    if query.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in split_query(query) {
+        let k = percent_decode(k.as_bytes(), true);
+        if skip_signature && k == b"X-Amz-Signature" {
+            continue;
+        }
+        let v = percent_decode(v.as_bytes(), true);
+        let mut ek = Vec::with_capacity(k.len());
+        uri_encode(&k, false, &mut ek);
+        let mut ev = Vec::with_capacity(v.len());
+        uri_encode(&v, false, &mut ev);
+        pairs.push((ek, ev));
+    }
+    pairs.sort_unstable();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(k);
+        out.push(b'=');
+        out.extend_from_slice(v);
+    }
+}
+
+/// Appends a header value trimmed of spaces and tabs, with inner runs collapsed to one space.
+/// Quotes get no special treatment.
+pub(crate) fn push_trimmed_value(value: &[u8], out: &mut Vec<u8>) {
+    let mut pending_space = false;
+    let mut started = false;
+    for &b in value {
+        if b == b' ' || b == b'\t' || b == b'\r' || b == b'\n' {
+            pending_space = started;
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b);
+            started = true;
+        }
+    }
+}
+
+/// Everything that goes into a canonical request.
+pub(crate) struct CanonicalParts<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    /// The `SignedHeaders` value as the client sent it (`;`-separated lowercase names).
+    pub(crate) signed_headers: &'a str,
+    pub(crate) path_mode: PathMode,
+    /// Leave `X-Amz-Signature` out of the query (presigned requests).
+    pub(crate) presigned: bool,
+    pub(crate) payload_hash: &'a str,
+}
+
+/// Builds the canonical request. Fails with the name of the first signed header absent from `headers`.
+pub(crate) fn canonical_request(p: &CanonicalParts<'_>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(256 + p.path.len() + p.query.len());
+    out.extend_from_slice(p.method.as_bytes());
+    out.push(b'\n');
+    canonical_uri(p.path, p.path_mode, &mut out);
+    out.push(b'\n');
+    canonical_query(p.query, p.presigned, &mut out);
+    out.push(b'\n');
+    for name in p.signed_headers.split(';') {
+        let mut values = p.headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            return Err(name.to_owned());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        for (i, v) in values.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_trimmed_value(v.as_bytes(), &mut out);
+        }
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(p.signed_headers.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(p.payload_hash.as_bytes());
+    Ok(out)
+}
+
+/// Lowercase hex SHA-256.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The SigV4 string to sign for a canonical request.
+pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
+    let mut s = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
+    s.push_str(ALGORITHM);
+    s.push('\n');
+    s.push_str(amz_date);
+    s.push('\n');
+    s.push_str(scope);
+    s.push('\n');
+    s.push_str(&sha256_hex(canonical_request));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(path: &str, mode: PathMode) -> String {
+        let mut out = Vec::new();
+        canonical_uri(path, mode, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn query(q: &str) -> String {
+        let mut out = Vec::new();
+        canonical_query(q, true, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn non_s3_paths_are_normalized_and_double_encoded() {
+        assert_eq!(uri("/a%20b", PathMode::Normalized), "/a%2520b");
+        assert_eq!(uri("/a:b", PathMode::Normalized), "/a%3Ab");
+        assert_eq!(uri("/a%3Ab", PathMode::Normalized), "/a%253Ab");
+        assert_eq!(uri("/./a//b/../c/", PathMode::Normalized), "/a/c/");
+        assert_eq!(uri("//", PathMode::Normalized), "/");
+        assert_eq!(uri("/..", PathMode::Normalized), "/");
+        assert_eq!(uri("", PathMode::Normalized), "/");
+        assert_eq!(uri("/a/.", PathMode::Normalized), "/a");
+    }
+
+    #[test]
+    fn s3_paths_are_encoded_once_and_not_normalized() {
+        assert_eq!(uri("/b/a%20b", PathMode::S3), "/b/a%20b");
+        assert_eq!(uri("/b/a+b", PathMode::S3), "/b/a%2Bb");
+        assert_eq!(uri("/b/a%2fb", PathMode::S3), "/b/a%2Fb");
+        assert_eq!(uri("/b//./x/../", PathMode::S3), "/b//./x/../");
+        assert_eq!(uri("/b/%7E~", PathMode::S3), "/b/~~");
+        assert_eq!(uri("/b/100%", PathMode::S3), "/b/100%25");
+        assert_eq!(uri("/b/%zz", PathMode::S3), "/b/%25zz");
+        assert_eq!(uri("/b/ሴ", PathMode::S3), "/b/%E1%88%B4");
+        assert_eq!(uri("", PathMode::S3), "/");
+    }
+
+    #[test]
+    fn query_is_decoded_reencoded_and_sorted() {
+        assert_eq!(query("b=2&a=1"), "a=1&b=2");
+        assert_eq!(query("uploads"), "uploads=");
+        assert_eq!(query("a=2&a=1&a="), "a=&a=1&a=2");
+        assert_eq!(
+            query("k=a%2Fb&sp=a%20b&plus=a+b"),
+            "k=a%2Fb&plus=a%20b&sp=a%20b"
+        );
+        assert_eq!(query("k=%2b"), "k=%2B");
+        assert_eq!(query("x=%E1%88%B4&X-Amz-Signature=abc"), "x=%E1%88%B4");
+        assert_eq!(query("&&a=1&"), "a=1");
+        assert_eq!(query("a=b=c"), "a=b%3Dc");
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_collapsed() {
+        let mut out = Vec::new();
+        push_trimmed_value(b"  a   b \t c  \"x  y\" ", &mut out);
+        assert_eq!(out, b"a b c \"x y\"");
+    }
+
+    #[test]
+    fn decode_handles_truncated_escapes() {
+        assert_eq!(percent_decode(b"%", false), b"%");
+        assert_eq!(percent_decode(b"%4", false), b"%4");
+        assert_eq!(percent_decode(b"%41", false), b"A");
+        assert_eq!(percent_decode(b"a%4g", false), b"a%4g");
+        assert_eq!(percent_decode(b"+", true), b" ");
+        assert_eq!(percent_decode(b"+", false), b"+");
+    }
+}

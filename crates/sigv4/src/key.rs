@@ -1,0 +1,271 @@
+//! Secrets, signatures, SigV4 signing-key derivation and the bounded signing-key cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// A secret access key. Zeroed when dropped, redacted in `Debug`, readable only through [`SecretKey::expose`].
+#[derive(Clone)]
+pub struct SecretKey(String);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl SecretKey {
+    /// Wraps a secret access key.
+    pub fn new(secret: String) -> Self {
+        SecretKey(secret)
+    }
+
+    /// The secret itself. Call only to sign or to derive a key; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn ct_eq(&self, other: &SecretKey) -> bool {
+        self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// A signature as text (SigV4: lowercase hex; SigV2: base64). It has no `==`: compare with
+/// [`Signature::ct_eq`], which takes the same time wherever the first difference is.
+#[derive(Clone, Debug)]
+pub struct Signature(String);
+
+impl Signature {
+    /// Wraps a signature string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Signature(s.into())
+    }
+
+    /// The signature as sent or computed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time equality (the length is not secret and is compared first).
+    pub fn ct_eq(&self, other: &Signature) -> bool {
+        self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 of `data` under `key`.
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// A derived SigV4 signing key (`kSigning`). Zeroed on drop; never printed.
+#[derive(Clone)]
+pub(crate) struct SigningKey([u8; 32]);
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+impl SigningKey {
+    /// kDate = HMAC("AWS4"+secret, date); kRegion; kService; kSigning = HMAC(kService, "aws4_request").
+    pub(crate) fn derive(secret: &SecretKey, date: &str, region: &str, service: &str) -> Self {
+        let mut k = zeroize::Zeroizing::new(Vec::with_capacity(4 + secret.0.len()));
+        k.extend_from_slice(b"AWS4");
+        k.extend_from_slice(secret.0.as_bytes());
+        let mut k_date = hmac_sha256(&k, date.as_bytes());
+        let mut k_region = hmac_sha256(&k_date, region.as_bytes());
+        let mut k_service = hmac_sha256(&k_region, service.as_bytes());
+        let key = hmac_sha256(&k_service, b"aws4_request");
+        k_date.zeroize();
+        k_region.zeroize();
+        k_service.zeroize();
+        SigningKey(key)
+    }
+
+    /// Hex HMAC of `data` under this key: the signature of a string to sign.
+    pub(crate) fn sign(&self, data: &[u8]) -> String {
+        hex::encode(hmac_sha256(&self.0, data))
+    }
+}
+
+struct Entry {
+    secret: SecretKey,
+    key: SigningKey,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<String, Entry>,
+    previous: HashMap<String, Entry>,
+}
+
+/// A bounded, thread-safe cache of derived signing keys, keyed by (access key id, date, region, service).
+///
+/// A hit costs a map lookup and a constant-time comparison of the secret the entry was derived from
+/// with the one passed in (so a changed secret never reuses a stale key), then two HMACs in the
+/// verifier instead of six. Eviction is by generations: when the current generation holds half the
+/// capacity it becomes the previous one and the older one is dropped (and zeroed); a hit in the
+/// previous generation moves the entry back. At most `capacity` entries are held.
+pub struct SigningKeyCache {
+    half: usize,
+    inner: Mutex<Generations>,
+}
+
+impl fmt::Debug for SigningKeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyCache")
+            .field("capacity", &(self.half * 2))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyCache {
+    /// A cache holding at most `capacity` derived keys (at least 2).
+    pub fn new(capacity: usize) -> Self {
+        SigningKeyCache {
+            half: (capacity / 2).max(1),
+            inner: Mutex::new(Generations::default()),
+        }
+    }
+
+    /// Number of keys held now.
+    pub fn len(&self) -> usize {
+        let g = self.lock();
+        g.current.len() + g.previous.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // A poisoned lock only means another thread panicked mid-insert; the maps stay usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signing key for this scope, derived (and remembered) if absent or derived from another secret.
+    pub(crate) fn get_or_derive(
+        &self,
+        access_key_id: &str,
+        secret: &SecretKey,
+        date: &str,
+        region: &str,
+        service: &str,
+    ) -> SigningKey {
+        let mut id = String::with_capacity(
+            access_key_id.len() + date.len() + region.len() + service.len() + 3,
+        );
+        for (i, part) in [access_key_id, date, region, service].iter().enumerate() {
+            if i > 0 {
+                id.push('\0');
+            }
+            id.push_str(part);
+        }
+        let mut g = self.lock();
+        if let Some(e) = g.current.get(&id) {
+            if e.secret.ct_eq(secret) {
+                return e.key.clone();
+            }
+        } else if let Some(e) = g.previous.remove(&id) {
+            if e.secret.ct_eq(secret) {
+                let key = e.key.clone();
+                self.insert(&mut g, id, e);
+                return key;
+            }
+        }
+        drop(g);
+        let key = SigningKey::derive(secret, date, region, service);
+        let entry = Entry {
+            secret: secret.clone(),
+            key: key.clone(),
+        };
+        let mut g = self.lock();
+        self.insert(&mut g, id, entry);
+        key
+    }
+
+    fn insert(&self, g: &mut Generations, id: String, entry: Entry) {
+        if g.current.len() >= self.half && !g.current.contains_key(&id) {
+            g.previous = std::mem::take(&mut g.current);
+        }
+        g.current.insert(id, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = SecretKey::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into());
+        assert_eq!(format!("{s:?}"), "SecretKey(<redacted>)");
+        assert_eq!(s.expose(), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        let k = SigningKey::derive(&s, "20150830", "us-east-1", "iam");
+        assert_eq!(format!("{k:?}"), "SigningKey(<redacted>)");
+    }
+
+    #[test]
+    fn derives_the_documented_key() {
+        // AWS documentation example ("Examples of how to derive a signing key").
+        let s = SecretKey::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into());
+        let k = SigningKey::derive(&s, "20120215", "us-east-1", "iam");
+        assert_eq!(
+            hex::encode(k.0),
+            "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
+    }
+
+    #[test]
+    fn signature_ct_eq() {
+        assert!(Signature::new("abc").ct_eq(&Signature::new("abc")));
+        assert!(!Signature::new("abc").ct_eq(&Signature::new("abd")));
+        assert!(!Signature::new("abc").ct_eq(&Signature::new("ab")));
+    }
+
+    #[test]
+    fn cache_is_bounded_and_checks_the_secret() {
+        let cache = SigningKeyCache::new(4);
+        let s1 = SecretKey::new("one".into());
+        let s2 = SecretKey::new("two".into());
+        let a = cache.get_or_derive("AK", &s1, "20240101", "us-east-1", "sts");
+        let b = cache.get_or_derive("AK", &s1, "20240101", "us-east-1", "sts");
+        assert_eq!(a.0, b.0);
+        let c = cache.get_or_derive("AK", &s2, "20240101", "us-east-1", "sts");
+        assert_ne!(a.0, c.0);
+        assert_eq!(
+            c.0,
+            SigningKey::derive(&s2, "20240101", "us-east-1", "sts").0
+        );
+        for i in 0..100 {
+            cache.get_or_derive(&format!("K{i}"), &s1, "20240101", "us-east-1", "sts");
+            assert!(cache.len() <= 4);
+        }
+        assert!(!cache.is_empty());
+    }
+}
