@@ -1,0 +1,179 @@
+//! End-to-end tests with the AWS SDK for Rust (`aws-sdk-iam`, `aws-sdk-sts`) against the real
+//! `keyward` binary on a loopback port.
+
+use aws_credential_types::Credentials;
+use aws_sdk_iam::error::ProvideErrorMetadata;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ACCOUNT: &str = "123456789012";
+// AKIA + base32 of (account / 2 + 2^39) + 'A' (even account) + padding: encodes ACCOUNT.
+const ROOT_KEY_ID: &str = "AKIARZPUZDIKAAAAAAAA";
+const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("KEYWARD_ROOT_ACCESS_KEY_ID", ROOT_KEY_ID)
+            .env("KEYWARD_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
+            .env("KEYWARD_ACCOUNT_ID", ACCOUNT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyward");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "keyward did not start");
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("keyward exited before listening"),
+            }
+        }
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    async fn config(&self, key_id: &str, secret: &str, token: Option<&str>) -> aws_config::SdkConfig {
+        let creds = Credentials::new(key_id, secret, token.map(str::to_owned), None, "keyward-test");
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new("eu-central-1"))
+            .credentials_provider(creds)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await
+    }
+
+    async fn sts(&self, key_id: &str, secret: &str, token: Option<&str>) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.config(key_id, secret, token).await)
+    }
+
+    async fn iam(&self, key_id: &str, secret: &str) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.config(key_id, secret, None).await)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn rust_sdk_full_key_lifecycle() {
+    let s = Server::start();
+    let root_sts = s.sts(ROOT_KEY_ID, ROOT_SECRET, None).await;
+    let me = root_sts.get_caller_identity().send().await.expect("root identity");
+    assert_eq!(me.account(), Some(ACCOUNT));
+    assert_eq!(me.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:root").as_str()));
+    assert_eq!(me.user_id(), Some(ACCOUNT));
+
+    let iam = s.iam(ROOT_KEY_ID, ROOT_SECRET).await;
+    let user = iam.create_user().user_name("sdk-user").path("/sdk/").send().await.expect("create user");
+    let user = user.user().expect("user");
+    assert_eq!(user.arn(), format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user"));
+    assert!(user.user_id().starts_with("AIDA"));
+
+    let key = iam.create_access_key().user_name("sdk-user").send().await.expect("create key");
+    let key = key.access_key().expect("key");
+    let (kid, secret) = (key.access_key_id().to_owned(), key.secret_access_key().to_owned());
+    assert!(kid.starts_with("AKIA") && kid.len() == 20 && secret.len() == 40);
+
+    let user_sts = s.sts(&kid, &secret, None).await;
+    let ident = user_sts.get_caller_identity().send().await.expect("user identity");
+    assert_eq!(ident.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str()));
+    let info = user_sts.get_access_key_info().access_key_id(&kid).send().await.expect("key info");
+    assert_eq!(info.account(), Some(ACCOUNT));
+
+    // Temporary credentials work, and identify the user.
+    let session = user_sts.get_session_token().duration_seconds(900).send().await.expect("session");
+    let c = session.credentials().expect("credentials");
+    assert!(c.access_key_id().starts_with("ASIA"));
+    let temp = s.sts(c.access_key_id(), c.secret_access_key(), Some(c.session_token())).await;
+    let ident = temp.get_caller_identity().send().await.expect("session identity");
+    assert_eq!(ident.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str()));
+
+    // A third key is over the limit (the second counts even when inactive).
+    let second = iam.create_access_key().user_name("sdk-user").send().await.expect("second key");
+    let second_id = second.access_key().expect("key").access_key_id().to_owned();
+    iam.update_access_key()
+        .user_name("sdk-user")
+        .access_key_id(&second_id)
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .expect("deactivate second");
+    let err = iam.create_access_key().user_name("sdk-user").send().await.expect_err("limit");
+    assert_eq!(err.code(), Some("LimitExceeded"));
+    assert_eq!(err.message(), Some("Cannot exceed quota for AccessKeysPerUser: 2"));
+
+    // Deactivated: InvalidClientTokenId.
+    iam.update_access_key()
+        .user_name("sdk-user")
+        .access_key_id(&kid)
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .expect("deactivate");
+    let err = user_sts.get_caller_identity().send().await.expect_err("inactive key refused");
+    assert_eq!(err.code(), Some("InvalidClientTokenId"));
+    assert_eq!(err.message(), Some("The security token included in the request is invalid."));
+
+    // Deleted user: NoSuchEntity after its keys are gone; DeleteConflict before.
+    let err = iam.delete_user().user_name("sdk-user").send().await.expect_err("conflict");
+    assert_eq!(err.code(), Some("DeleteConflict"));
+    for k in [&kid, &second_id] {
+        iam.delete_access_key().user_name("sdk-user").access_key_id(k).send().await.expect("delete key");
+    }
+    iam.delete_user().user_name("sdk-user").send().await.expect("delete user");
+    let err = iam.get_user().user_name("sdk-user").send().await.expect_err("gone");
+    assert_eq!(err.code(), Some("NoSuchEntity"));
+}
+
+#[tokio::test]
+async fn rust_sdk_wrong_secret_unknown_key_and_pagination() {
+    let s = Server::start();
+    let wrong = s.sts(ROOT_KEY_ID, &ROOT_SECRET.replace('w', "x"), None).await;
+    let err = wrong.get_caller_identity().send().await.expect_err("wrong secret");
+    assert_eq!(err.code(), Some("SignatureDoesNotMatch"));
+    let unknown = s.sts("AKIARZPUZDIKAAAAAAAB", ROOT_SECRET, None).await;
+    let err = unknown.get_caller_identity().send().await.expect_err("unknown key");
+    assert_eq!(err.code(), Some("InvalidClientTokenId"));
+
+    let iam = s.iam(ROOT_KEY_ID, ROOT_SECRET).await;
+    for i in 0..5 {
+        iam.create_user().user_name(format!("p{i}")).send().await.expect("create");
+    }
+    let names: Vec<String> = iam
+        .list_users()
+        .max_items(2)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("paginate")
+        .into_iter()
+        .map(|u| u.user_name().to_owned())
+        .collect();
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    let err = iam.get_user().user_name("bad name!").send().await.expect_err("validation");
+    assert_eq!(err.code(), Some("ValidationError"));
+}
