@@ -308,17 +308,19 @@ fn hidden(v: &str, from_file: bool) -> Option<String> {
     {
         return Some("surrounding quotes (they are kept literally)".to_string());
     }
-    for (i, c) in v.chars().enumerate() {
+    let chars: Vec<char> = v.chars().collect();
+    for (i, c) in chars.iter().copied().enumerate() {
         if c == '"' || c == '\'' {
             return Some(format!("a quote character at character {}", i + 1));
         }
-        if (c == '#' || c == ';') && i > 0 && v.chars().nth(i - 1).is_some_and(char::is_whitespace)
-        {
+        if (c == '#' || c == ';') && i > 0 && chars[i - 1].is_whitespace() {
             return Some(format!(
                 "what looks like an inline comment at character {} (`{c}` after a space is part of the value)",
                 i + 1
             ));
         }
+    }
+    for (i, c) in chars.into_iter().enumerate() {
         if !c.is_ascii_graphic() {
             return Some(format!("{} at character {}", describe(c), i + 1));
         }

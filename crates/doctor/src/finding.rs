@@ -220,7 +220,7 @@ mod tests {
             assert!(c
                 .as_str()
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'-'));
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         }
     }
 }
