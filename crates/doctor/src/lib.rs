@@ -25,8 +25,9 @@ pub use finding::{Code, Finding, Location, Severity};
 pub use probe::{Identity, NotBuiltProber, ProbeOutcome, Prober};
 pub use report::{CredentialsReport, Report, Row};
 pub use resolve::{
-    default_sts_endpoint, mask, resolve, ChainError, ChainOutcome, CliVersion, Endpoint, FileState,
-    Provider, Request, Resolution, ResolvedCredentials, Secret, SharedFile, Source, Sourced,
+    config_profile_names, default_sts_endpoint, mask, resolve, ChainError, ChainOutcome,
+    CliVersion, Endpoint, FileState, Provider, Request, Resolution, ResolvedCredentials, Secret,
+    SharedFile, Source, Sourced,
 };
 
 /// `keyward doctor`: check the AWS credentials this shell would use.

@@ -441,6 +441,11 @@ pub(crate) fn config_profiles(f: &IniFile) -> Vec<(String, &Section)> {
     out
 }
 
+/// The profile names botocore's `load_config` finds in a config file (`[default]`, `[profile NAME]`).
+pub fn config_profile_names(f: &IniFile) -> Vec<String> {
+    config_profiles(f).into_iter().map(|(n, _)| n).collect()
+}
+
 /// `services NAME` sections of the config file, by NAME.
 pub(crate) fn config_services(f: &IniFile) -> Vec<(String, &Section)> {
     let mut out: Vec<(String, &Section)> = Vec::new();
