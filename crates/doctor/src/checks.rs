@@ -142,6 +142,23 @@ fn file_findings(f: &SharedFile, is_creds: bool, out: &mut Vec<Finding>) {
     }
 }
 
+/// A line of a file, safe to print: values are masked, and a long bare word (a secret pasted on its own
+/// line) is masked too.
+fn safe_line(text: &str) -> String {
+    match text.find(['=', ':']) {
+        Some(i) => {
+            let value = text[i + 1..].trim();
+            if value.is_empty() {
+                text.to_string()
+            } else {
+                format!("{} {}", &text[..=i], mask(value))
+            }
+        }
+        None if text.trim().chars().count() >= 12 => mask(text.trim()),
+        None => text.to_string(),
+    }
+}
+
 fn problem_finding(ini: &IniFile, p: &ini::Problem) -> Finding {
     let path = ini.path.display();
     let loc = Some(Location::new(&ini.path, p.pos));
@@ -165,7 +182,7 @@ fn problem_finding(ini: &IniFile, p: &ini::Problem) -> Finding {
         ),
         ProblemKind::NoSectionHeader => (
             Code::NoSectionHeader,
-            format!("line {} (`{}`) comes before any [section] header; {tail}", p.pos.line, p.line_text),
+            format!("line {} (`{}`) comes before any [section] header; {tail}", p.pos.line, safe_line(&p.line_text)),
             format!("add a header such as [default] above line {} of '{path}', or delete the line", p.pos.line),
         ),
         ProblemKind::DuplicateSection { name, first } => (
@@ -183,14 +200,14 @@ fn problem_finding(ini: &IniFile, p: &ini::Problem) -> Finding {
         ),
         ProblemKind::InvalidLine => (
             Code::InvalidLine,
-            format!("line {} (`{}`) is not `key = value`, a [section] or a comment; {tail}", p.pos.line, p.line_text),
+            format!("line {} (`{}`) is not `key = value`, a [section] or a comment; {tail}", p.pos.line, safe_line(&p.line_text)),
             format!("fix or delete line {} of '{path}' (comments start with # or ;)", p.pos.line),
         ),
         ProblemKind::BadNestedLine { section, key } => (
             Code::ContinuationLine,
             format!(
                 "`{key}` in [{section}] has nothing after `=`, so its indented lines form a nested block, and line {} (`{}`) has no `=`; {tail}",
-                p.pos.line, p.line_text
+                p.pos.line, safe_line(&p.line_text)
             ),
             format!("put the value on the same line as `{key} =`, or un-indent line {} of '{path}'", p.pos.line),
         ),
