@@ -221,13 +221,13 @@ pub(crate) fn write_text(report: &Report, style: Style, out: &mut dyn Write) -> 
         .collect();
     writeln!(
         out,
-        "{:>10} {:>24} {:>24}    {}",
-        "Name", "Value", "Type", "Location"
+        "{:>10} {:>24} {:>24}    Location",
+        "Name", "Value", "Type"
     )?;
     writeln!(
         out,
-        "{:>10} {:>24} {:>24}    {}",
-        "----", "-----", "----", "--------"
+        "{:>10} {:>24} {:>24}    --------",
+        "----", "-----", "----"
     )?;
     for r in &main_rows {
         let location = match &r.source {

@@ -230,7 +230,7 @@ pub enum ChainError {
 #[derive(Clone, Debug)]
 pub enum ChainOutcome {
     /// Static keys (env or a file): fully inspected.
-    Static(ResolvedCredentials),
+    Static(Box<ResolvedCredentials>),
     /// A provider that fetches credentials at run time; offline we can only say which and why.
     Deferred {
         /// The provider.
@@ -737,14 +737,14 @@ fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainO
             let token = ["AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"]
                 .iter()
                 .find_map(|n| env_nonempty(env, n));
-            return Static(ResolvedCredentials {
+            return Static(Box::new(ResolvedCredentials {
                 provider: Provider::Env,
                 access_key_id: key,
                 secret_access_key: secret_of(secret),
                 session_token: token.map(secret_of),
                 expiration: env_nonempty(env, "AWS_CREDENTIAL_EXPIRATION"),
                 account_id: env_nonempty(env, "AWS_ACCOUNT_ID"),
-            });
+            }));
         }
     }
     let view = r.profile_view();
@@ -860,14 +860,14 @@ fn static_from(f: &IniFile, s: &Section, provider: Provider) -> Option<ChainOutc
     let token = ["aws_security_token", "aws_session_token"]
         .iter()
         .find_map(|k| f.lookup(s, k));
-    Some(ChainOutcome::Static(ResolvedCredentials {
+    Some(ChainOutcome::Static(Box::new(ResolvedCredentials {
         provider,
         access_key_id: sourced(key),
         secret_access_key: secret_of(sourced(secret)),
         session_token: token.map(|t| secret_of(sourced(t))),
         expiration: None,
         account_id: f.lookup(s, "aws_account_id").map(sourced),
-    }))
+    })))
 }
 
 /// botocore's `parse_key_val_file` + `OriginalEC2Provider`.
@@ -899,14 +899,14 @@ fn legacy_credential_file(path: &Path, bytes: &[u8]) -> Option<ChainOutcome> {
             missing: "AWSSecretKey".into(),
         }));
     };
-    Some(ChainOutcome::Static(ResolvedCredentials {
+    Some(ChainOutcome::Static(Box::new(ResolvedCredentials {
         provider: Provider::Ec2CredentialsFile,
         access_key_id: key,
         secret_access_key: secret_of(secret),
         session_token: None,
         expiration: None,
         account_id: None,
-    }))
+    })))
 }
 
 /// boto2's config files (`BOTO_CONFIG`, else `/etc/boto.cfg` and `~/.boto`).
@@ -950,7 +950,7 @@ mod tests {
             vec!["profile", "b c"]
         );
         assert_eq!(shlex_split("profile d e").unwrap().len(), 3);
-        assert_eq!(shlex_split("profile 'x").is_none(), true);
+        assert!(shlex_split("profile 'x").is_none());
         assert_eq!(
             shlex_split("profile a\\ b").unwrap(),
             vec!["profile", "a b"]
