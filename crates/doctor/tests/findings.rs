@@ -371,3 +371,32 @@ fn offline_run_is_fast() {
         "{each:?} per run"
     );
 }
+
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    let home = home_with("tty", None, Some(b"[default]\naws_access_key_id = x\n"));
+    let args = DoctorArgs {
+        offline: true,
+        ..DoctorArgs::default()
+    };
+    for (tty, no_color, expect) in [
+        (true, None, true),
+        (true, Some("1"), false),
+        (false, None, false),
+    ] {
+        let mut vars = vec![];
+        if let Some(v) = no_color {
+            vars.push(("NO_COLOR", v));
+        }
+        let mut env = FakeEnv::new(home.path(), &vars);
+        env.tty = tty;
+        let mut out = Vec::new();
+        assert_eq!(run_doctor(&args, &env, &mut out), 1);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out.contains("\x1b["),
+            expect,
+            "tty={tty} NO_COLOR={no_color:?}\n{out}"
+        );
+    }
+}

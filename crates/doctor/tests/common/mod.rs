@@ -40,6 +40,7 @@ pub struct FakeEnv {
     pub vars: HashMap<String, String>,
     pub home: PathBuf,
     pub now: SystemTime,
+    pub tty: bool,
 }
 
 impl FakeEnv {
@@ -52,6 +53,7 @@ impl FakeEnv {
             home: home.to_path_buf(),
             // 2025-01-01T00:00:00Z
             now: UNIX_EPOCH + Duration::from_secs(1_735_689_600),
+            tty: false,
         }
     }
 }
@@ -65,6 +67,9 @@ impl Environment for FakeEnv {
     }
     fn now(&self) -> SystemTime {
         self.now
+    }
+    fn stdout_is_terminal(&self) -> bool {
+        self.tty
     }
 }
 
