@@ -27,6 +27,10 @@ enum Command {
     /// Manage accounts in the data directory (works while the server runs).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Find out exactly why AWS credentials fail: resolve them as the AWS CLI does and check everything.
+    Doctor(keyward_doctor::DoctorArgs),
+    /// Explain an AWS authentication or credential error (a code, or a whole pasted message).
+    Explain(keyward_doctor::ExplainArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +70,10 @@ enum AccountCommand {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Reads the bootstrap root credentials: both variables or neither, each well-formed.
@@ -95,7 +102,10 @@ fn root_from_env() -> Result<Option<RootCredentials>, String> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -107,18 +117,35 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         master_key_file,
         account_id: args.account_id,
         root,
-        app: AppConfig { clock_offset_secs: args.clock_offset, ..AppConfig::default() },
-        limits: ListenerLimits { max_connections: args.max_connections, ..ListenerLimits::default() },
+        app: AppConfig {
+            clock_offset_secs: args.clock_offset,
+            ..AppConfig::default()
+        },
+        limits: ListenerLimits {
+            max_connections: args.max_connections,
+            ..ListenerLimits::default()
+        },
     };
-    runtime()?.block_on(bootstrap::serve(config)).map_err(|e| e.to_string())
+    runtime()?
+        .block_on(bootstrap::serve(config))
+        .map_err(|e| e.to_string())
 }
 
 fn account(cmd: AccountCommand) -> Result<(), String> {
     match cmd {
-        AccountCommand::Create { name, data_dir, account_id } => {
+        AccountCommand::Create {
+            name,
+            data_dir,
+            account_id,
+        } => {
             let master_key_file = std::env::var_os("KEYWARD_MASTER_KEY_FILE").map(PathBuf::from);
             let (account, key_id, secret) = runtime()?
-                .block_on(bootstrap::create_account(&data_dir, master_key_file.as_deref(), &name, account_id.as_deref()))
+                .block_on(bootstrap::create_account(
+                    &data_dir,
+                    master_key_file.as_deref(),
+                    &name,
+                    account_id.as_deref(),
+                ))
                 .map_err(|e| e.to_string())?;
             println!("account_id = {}", account.id);
             println!("name = {}", account.name);
@@ -129,12 +156,32 @@ fn account(cmd: AccountCommand) -> Result<(), String> {
     }
 }
 
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let result = match cli.command {
+        Command::Doctor(args) => {
+            let mut out = std::io::stdout().lock();
+            return exit(keyward_doctor::run_doctor(
+                &args,
+                &keyward_doctor::SystemEnvironment,
+                &mut out,
+            ));
+        }
+        Command::Explain(args) => {
+            let mut out = std::io::stdout().lock();
+            return exit(keyward_doctor::run_explain(&args, &mut out));
+        }
+        other => other,
+    };
+    init_logging();
+    let result = match result {
         Command::Serve(args) => serve(args),
         Command::Account(cmd) => account(cmd),
+        Command::Doctor(_) | Command::Explain(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
