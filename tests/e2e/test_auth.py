@@ -207,3 +207,31 @@ def test_health_and_metrics(server):
     assert status == 200 and "keyward_auth_success_total" in body
     ok = [l for l in body.splitlines() if l.startswith("keyward_auth_success_total ")]
     assert ok and int(ok[0].split()[1]) >= 1
+
+
+def test_json_protocol_dialect(server):
+    """X-Amz-Target services get the JSON protocol's errors."""
+    bad = server.client("kms", key_id_for(ACCOUNT, "E"), ROOT_SECRET)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bad.list_keys()
+    assert error_of(e)[:2] == ("UnrecognizedClientException", 400)
+    wrong = server.client("kms", ROOT_KEY_ID, ROOT_SECRET[:-1] + "Q")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        wrong.list_keys()
+    assert error_of(e)[:2] == ("InvalidSignatureException", 400)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("kms").list_keys()
+    assert error_of(e)[:2] == ("UnknownOperationException", 400)
+
+
+def test_missing_action(server):
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    form = b"Version=2011-06-15"
+    req = botocore.awsrequest.AWSRequest(method="POST", url=server.url + "/", data=form, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(ROOT_KEY_ID, ROOT_SECRET), "sts", "us-east-1").add_auth(req)
+    status, _, body = raw(server, body=form, headers=dict(req.prepare().headers))
+    assert status == 400 and "<Code>MissingAction</Code>" in body, body
+    assert 'xmlns="https://sts.amazonaws.com/doc/2011-06-15/"' in body

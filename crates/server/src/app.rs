@@ -33,7 +33,11 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { clock_offset_secs: 0, key_cache_ttl: Duration::from_secs(1), key_cache_capacity: 100_000 }
+        Self {
+            clock_offset_secs: 0,
+            key_cache_ttl: Duration::from_secs(1),
+            key_cache_capacity: 100_000,
+        }
     }
 }
 
@@ -49,13 +53,19 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 /// AWS's answer for an action the service does not have.
 pub fn invalid_action(action: &str, version: &str) -> ApiError {
-    ApiError::new(400, "InvalidAction", format!("Could not find operation {action} for version {version}"))
+    ApiError::new(
+        400,
+        "InvalidAction",
+        format!("Could not find operation {action} for version {version}"),
+    )
 }
 
 impl App {
@@ -139,9 +149,17 @@ impl App {
         let rid = new_request_id();
         let now = self.now();
         let query = parts.uri.query().unwrap_or("");
-        let sreq = Request { method: parts.method.as_str(), path, query, headers: &parts.headers };
+        let sreq = Request {
+            method: parts.method.as_str(),
+            path,
+            query,
+            headers: &parts.headers,
+        };
         let parsed = keyward_sigv4::parse(&sreq);
         let mut dialect = match &parsed {
+            Ok(Some(SignedRequest::V4(_))) if parts.headers.contains_key("x-amz-target") => {
+                Dialect::Json
+            }
             Ok(Some(SignedRequest::V4(a))) => match a.scope().service() {
                 "s3" => Dialect::S3,
                 "sts" => Dialect::Sts,
@@ -151,24 +169,50 @@ impl App {
             Ok(Some(SignedRequest::V2Presigned(_))) => Dialect::S3,
             _ => guess_dialect(&parts.method, query, &parts.headers),
         };
-        let limit = if dialect == Dialect::S3 { S3_BODY_LIMIT } else { QUERY_BODY_LIMIT };
+        let limit = if dialect == Dialect::S3 {
+            S3_BODY_LIMIT
+        } else {
+            QUERY_BODY_LIMIT
+        };
         let body = match Limited::new(body, limit).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                let err = if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     match dialect {
-                        Dialect::S3 => ApiError::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"),
-                        _ => ApiError::new(413, "RequestEntityTooLarge", format!("Request body must be no larger than {limit} bytes.")),
+                        Dialect::S3 => ApiError::new(
+                            400,
+                            "EntityTooLarge",
+                            "Your proposed upload exceeds the maximum allowed size",
+                        ),
+                        _ => ApiError::new(
+                            413,
+                            "RequestEntityTooLarge",
+                            format!("Request body must be no larger than {limit} bytes."),
+                        ),
                     }
                 } else {
-                    ApiError::new(400, "IncompleteBody", "The request body terminated unexpectedly")
+                    ApiError::new(
+                        400,
+                        "IncompleteBody",
+                        "The request body terminated unexpectedly",
+                    )
                 };
                 return self.error_response(&err, dialect, &rid);
             }
         };
-        match self.dispatch(&sreq, &body, parsed, &mut dialect, &rid, now).await {
+        match self
+            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now)
+            .await
+        {
             Ok(body) => {
-                let ct = if dialect == Dialect::S3 { "application/xml" } else { "text/xml" };
+                let ct = if dialect == Dialect::S3 {
+                    "application/xml"
+                } else {
+                    "text/xml"
+                };
                 self.metrics.response(200);
                 response(StatusCode::OK, ct, &rid, dialect, Bytes::from(body))
             }
@@ -186,8 +230,10 @@ impl App {
         now: SystemTime,
     ) -> Result<String, ApiError> {
         let mut params = Params::default();
-        if *dialect != Dialect::S3 {
-            params.extend_from_form(req.query.as_bytes()).map_err(malformed_query)?;
+        if matches!(*dialect, Dialect::Iam | Dialect::Sts) {
+            params
+                .extend_from_form(req.query.as_bytes())
+                .map_err(malformed_query)?;
             if req.method == "POST" && is_form(req.headers) {
                 params.extend_from_form(body).map_err(malformed_query)?;
             }
@@ -204,21 +250,42 @@ impl App {
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
             Err(e) => return Err(self.auth_failed(malformed(*dialect, &e))),
         };
-        let authn = authenticate(self, req, body, &parsed, *dialect, now).await.map_err(|e| self.auth_failed(e))?;
-        self.metrics.auth_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let authn = authenticate(self, req, body, &parsed, *dialect, now)
+            .await
+            .map_err(|e| self.auth_failed(e))?;
+        self.metrics
+            .auth_ok
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let caller = &authn.caller;
         let (service, region) = match &parsed {
             SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
             SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
         };
         if !caller.is_session() {
-            self.store.record_key_use(&caller.access_key_id, now, service, region);
+            self.store
+                .record_key_use(&caller.access_key_id, now, service, region);
         }
         if *dialect == Dialect::S3 {
             return s3::handle(caller, req.method, req.path, req.query);
         }
+        if *dialect == Dialect::Json {
+            let target = req
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Err(ApiError::new(
+                400,
+                "UnknownOperationException",
+                format!("The operation {target} is not supported by keyward."),
+            ));
+        }
         let Some(action) = params.get("Action") else {
-            return Err(ApiError::new(400, "MissingAction", "Missing Action"));
+            return Err(ApiError::new(
+                400,
+                "MissingAction",
+                "The request is missing an action or a required parameter.",
+            ));
         };
         let is_sts = match service {
             "sts" => true,
@@ -242,14 +309,23 @@ impl App {
         e
     }
 
-    fn error_response(&self, e: &ApiError, dialect: Dialect, rid: &str) -> http::Response<Full<Bytes>> {
+    fn error_response(
+        &self,
+        e: &ApiError,
+        dialect: Dialect,
+        rid: &str,
+    ) -> http::Response<Full<Bytes>> {
         self.metrics.response(e.status);
         if e.status >= 500 {
             tracing::warn!(code = %e.code, request_id = rid, "server error answered");
         } else {
             tracing::debug!(code = %e.code, request_id = rid, "client error answered");
         }
-        let Rendered { status, content_type, body } = e.render(dialect, rid);
+        let Rendered {
+            status,
+            content_type,
+            body,
+        } = e.render(dialect, rid);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = response(status, content_type, rid, dialect, Bytes::from(body));
         if dialect == Dialect::Json {
@@ -262,9 +338,21 @@ impl App {
 
     fn internal(&self, what: &str) -> http::Response<Full<Bytes>> {
         match what {
-            "health" => plain(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")),
-            "metrics" => plain(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(self.metrics.render())),
-            _ => plain(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n")),
+            "health" => plain(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"ok\n"),
+            ),
+            "metrics" => plain(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(self.metrics.render()),
+            ),
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"not found\n"),
+            ),
         }
     }
 }
@@ -276,18 +364,27 @@ fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {
 fn is_form(headers: &HeaderMap) -> bool {
     match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(ct) => ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"),
+        Some(ct) => ct
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded"),
     }
 }
 
 /// The dialect of a request that carries no (parsable) credential scope: query-protocol requests have
 /// an `Action` or a form body; everything else is S3.
 fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
+    if headers.contains_key("x-amz-target") {
+        return Dialect::Json;
+    }
     let has_action = query.split('&').any(|kv| kv.starts_with("Action="));
     let form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if has_action || (method == Method::POST && form) {
         Dialect::Iam
     } else {
@@ -298,11 +395,18 @@ fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
 fn plain(status: StatusCode, ct: &'static str, body: Bytes) -> http::Response<Full<Bytes>> {
     let mut r = http::Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
-fn response(status: StatusCode, ct: &'static str, rid: &str, dialect: Dialect, body: Bytes) -> http::Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    ct: &'static str,
+    rid: &str,
+    dialect: Dialect,
+    body: Bytes,
+) -> http::Response<Full<Bytes>> {
     let mut r = plain(status, ct, body);
     if let Ok(v) = HeaderValue::from_str(rid) {
         if dialect == Dialect::S3 {

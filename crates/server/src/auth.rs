@@ -10,7 +10,7 @@ use crate::session::{self, TokenError};
 use keyward_ids::KeyKind;
 use keyward_protocol::time::iso8601;
 use keyward_protocol::{ApiError, Dialect};
-use keyward_sigv4::{ParseError, Request, SignedRequest, VerifyError, Verified};
+use keyward_sigv4::{ParseError, Request, SignedRequest, Verified, VerifyError};
 use keyward_store::KeyStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +28,11 @@ pub struct Authenticated {
 pub fn missing_authentication(dialect: Dialect) -> ApiError {
     match dialect {
         Dialect::S3 => ApiError::s3_access_denied(),
+        Dialect::Json => ApiError::new(
+            400,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ),
         _ => ApiError::missing_authentication_token(),
     }
 }
@@ -35,7 +40,9 @@ pub fn missing_authentication(dialect: Dialect) -> ApiError {
 /// The error for a malformed signature.
 pub fn malformed(dialect: Dialect, e: &ParseError) -> ApiError {
     match dialect {
-        Dialect::S3 if e.is_query_auth() => ApiError::new(400, "AuthorizationQueryParametersError", e.message()),
+        Dialect::S3 if e.is_query_auth() => {
+            ApiError::new(400, "AuthorizationQueryParametersError", e.message())
+        }
         Dialect::S3 => ApiError::new(400, "AuthorizationHeaderMalformed", e.message()),
         _ => ApiError::new(400, "IncompleteSignature", e.message()),
     }
@@ -44,30 +51,67 @@ pub fn malformed(dialect: Dialect, e: &ParseError) -> ApiError {
 fn unknown_key(dialect: Dialect, key_id: &str) -> ApiError {
     match dialect {
         Dialect::S3 => ApiError::invalid_access_key_id(key_id),
+        Dialect::Json => ApiError::new(
+            400,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
         _ => ApiError::invalid_client_token_id(),
     }
 }
 
 fn bad_token(dialect: Dialect, token: &str, e: TokenError) -> ApiError {
     match (dialect, e) {
-        (Dialect::S3, TokenError::Invalid) => {
-            ApiError::new(400, "InvalidToken", "The provided token is malformed or otherwise invalid.").with("Token-0", token)
-        }
+        (Dialect::S3, TokenError::Invalid) => ApiError::new(
+            400,
+            "InvalidToken",
+            "The provided token is malformed or otherwise invalid.",
+        )
+        .with("Token-0", token),
         (Dialect::S3, TokenError::Expired) => {
-            ApiError::new(400, "ExpiredToken", "The provided token has expired.").with("Token-0", token)
+            ApiError::new(400, "ExpiredToken", "The provided token has expired.")
+                .with("Token-0", token)
         }
+        (Dialect::Json, TokenError::Invalid) => ApiError::new(
+            400,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
+        (Dialect::Json, TokenError::Expired) => ApiError::new(
+            400,
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        ),
         (_, TokenError::Invalid) => ApiError::invalid_client_token_id(),
         (_, TokenError::Expired) => ApiError::expired_token(),
     }
 }
 
 /// Maps a verification failure to the error of `dialect`.
-pub fn verify_error(dialect: Dialect, key_id: &str, presign_expires: Option<u32>, e: VerifyError, now: SystemTime) -> ApiError {
+pub fn verify_error(
+    dialect: Dialect,
+    key_id: &str,
+    presign_expires: Option<u32>,
+    e: VerifyError,
+    now: SystemTime,
+) -> ApiError {
+    if dialect == Dialect::Json {
+        return ApiError::new(400, "InvalidSignatureException", e.message());
+    }
     let s3 = dialect == Dialect::S3;
     match e {
-        VerifyError::SignatureDoesNotMatch { canonical_request, string_to_sign, signature_provided } => {
+        VerifyError::SignatureDoesNotMatch {
+            canonical_request,
+            string_to_sign,
+            signature_provided,
+        } => {
             if s3 {
-                ApiError::s3_signature_does_not_match(key_id, &string_to_sign, &signature_provided, &canonical_request)
+                ApiError::s3_signature_does_not_match(
+                    key_id,
+                    &string_to_sign,
+                    &signature_provided,
+                    &canonical_request,
+                )
             } else {
                 ApiError::signature_does_not_match()
             }
@@ -78,28 +122,41 @@ pub fn verify_error(dialect: Dialect, key_id: &str, presign_expires: Option<u32>
                     VerifyError::TooSkewed { request_time, .. } => request_time.clone(),
                     _ => String::new(),
                 };
-                ApiError::new(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
-                    .with("RequestTime", request_time)
-                    .with("ServerTime", iso8601(now))
-                    .with("MaxAllowedSkewMilliseconds", "900000")
+                ApiError::new(
+                    403,
+                    "RequestTimeTooSkewed",
+                    "The difference between the request time and the current time is too large.",
+                )
+                .with("RequestTime", request_time)
+                .with("ServerTime", iso8601(now))
+                .with("MaxAllowedSkewMilliseconds", "900000")
             } else {
                 ApiError::new(403, "SignatureDoesNotMatch", e.message())
             }
         }
-        VerifyError::PresignedExpired { request_time, expired_at, server_time } if s3 => {
+        VerifyError::PresignedExpired {
+            request_time,
+            expired_at,
+            server_time,
+        } if s3 => {
             let mut e = ApiError::new(403, "AccessDenied", "Request has expired");
             if let Some(secs) = presign_expires {
                 e = e.with("X-Amz-Expires", secs.to_string());
             } else {
                 e = e.with("X-Amz-Expires", request_time);
             }
-            e.with("Expires", iso8601(expired_at)).with("ServerTime", iso8601(server_time))
+            e.with("Expires", iso8601(expired_at))
+                .with("ServerTime", iso8601(server_time))
         }
         VerifyError::ContentSha256Mismatch { client, computed } => {
             if s3 {
-                ApiError::new(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
-                    .with("ClientComputedContentSHA256", client)
-                    .with("S3ComputedContentSHA256", computed)
+                ApiError::new(
+                    400,
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                )
+                .with("ClientComputedContentSHA256", client)
+                .with("S3ComputedContentSHA256", computed)
             } else {
                 ApiError::signature_does_not_match()
             }
@@ -143,7 +200,8 @@ pub async fn authenticate(
         let Some(token) = token else {
             return Err(unknown_key(dialect, key_id));
         };
-        let claims = session::open(app.session_sealer(), token, key_id, now).map_err(|e| bad_token(dialect, token, e))?;
+        let claims = session::open(app.session_sealer(), token, key_id, now)
+            .map_err(|e| bad_token(dialect, token, e))?;
         let verified = verify(&claims.secret)?;
         let identity = match &claims.user {
             None => Identity::Root,
@@ -155,7 +213,11 @@ pub async fn authenticate(
                     .await
                     .map_err(|e| app.store_error(e))?
                     .ok_or_else(|| ApiError::invalid_client_token_id())?;
-                Identity::User { arn: user_arn(&claims.account_id, &user.path, &user.name), name: user.name, user_id: user.user_id }
+                Identity::User {
+                    arn: user_arn(&claims.account_id, &user.path, &user.name),
+                    name: user.name,
+                    user_id: user.user_id,
+                }
             }
         };
         let caller = Caller {
@@ -188,29 +250,52 @@ pub async fn authenticate(
 /// The verification entry of a long-term key, from the cache or the store.
 pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>>, ApiError> {
     if let Some(e) = app.key_cache().get(key_id) {
-        app.metrics().key_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        app.metrics()
+            .key_cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(Some(e));
     }
-    app.metrics().key_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    app.metrics()
+        .key_cache_misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !keyward_ids::is_well_formed_key_id(key_id) {
         return Ok(None);
     }
-    let Some((key, secret)) = app.store().get_access_key(key_id).await.map_err(|e| app.store_error(e))? else {
+    let Some((key, secret)) = app
+        .store()
+        .get_access_key(key_id)
+        .await
+        .map_err(|e| app.store_error(e))?
+    else {
         return Ok(None);
     };
     let identity = match &key.user_name {
         None => Identity::Root,
         Some(name) => {
-            let Some(user) = app.store().get_user(&key.account_id, name).await.map_err(|e| app.store_error(e))? else {
+            let Some(user) = app
+                .store()
+                .get_user(&key.account_id, name)
+                .await
+                .map_err(|e| app.store_error(e))?
+            else {
                 return Ok(None);
             };
-            Identity::User { arn: user.arn.clone(), name: user.name, user_id: user.user_id }
+            Identity::User {
+                arn: user.arn.clone(),
+                name: user.name,
+                user_id: user.user_id,
+            }
         }
     };
-    Ok(Some(app.key_cache().insert(CachedKey::new(key, &secret, identity))))
+    Ok(Some(
+        app.key_cache()
+            .insert(CachedKey::new(key, &secret, identity)),
+    ))
 }
 
 /// Seconds since the epoch, for logs.
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }

@@ -34,7 +34,12 @@ pub fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError 
 
 /// Checks an IAM `action` on `target_user` (the user the action addresses, `None` for account-level
 /// actions or the caller itself); `resource` is the ARN shown in a denial.
-pub fn authorize_iam(caller: &Caller, action: &str, target_user: Option<&str>, resource: &str) -> Result<(), ApiError> {
+pub fn authorize_iam(
+    caller: &Caller,
+    action: &str,
+    target_user: Option<&str>,
+    resource: &str,
+) -> Result<(), ApiError> {
     if caller.is_session() {
         return Err(ApiError::invalid_client_token_id());
     }
@@ -54,7 +59,11 @@ pub fn authorize_iam(caller: &Caller, action: &str, target_user: Option<&str>, r
 /// Checks an STS `action`.
 pub fn authorize_sts(caller: &Caller, action: &str) -> Result<(), ApiError> {
     if action == "GetSessionToken" && caller.is_session() {
-        return Err(ApiError::new(403, "AccessDenied", "Cannot call GetSessionToken with session credentials"));
+        return Err(ApiError::new(
+            403,
+            "AccessDenied",
+            "Cannot call GetSessionToken with session credentials",
+        ));
     }
     Ok(())
 }

@@ -31,7 +31,10 @@ pub struct RootCredentials {
 
 impl fmt::Debug for RootCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RootCredentials").field("access_key_id", &self.access_key_id).field("secret", &"<redacted>").finish()
+        f.debug_struct("RootCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -81,12 +84,20 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| StartError(format!("cannot create data directory {}: {e}", dir.display())))
+        .map_err(|e| {
+            StartError(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })
 }
 
 /// Opens the store of `data_dir` with the master key (from `master_key_file` or generated in the dir),
 /// and returns it with the sealer of session tokens derived from the same master key.
-pub async fn open_store(data_dir: &Path, master_key_file: Option<&Path>) -> Result<(Store, Sealer), StartError> {
+pub async fn open_store(
+    data_dir: &Path,
+    master_key_file: Option<&Path>,
+) -> Result<(Store, Sealer), StartError> {
     ensure_data_dir(data_dir)?;
     let master = match master_key_file {
         Some(p) => MasterKey::load(p)?,
@@ -136,14 +147,19 @@ async fn ensure_default_account(
         }
         None => {
             let id = account_id.map(str::to_owned).or(decoded);
-            store.create_account(DEFAULT_ACCOUNT_NAME, id.as_deref()).await?
+            store
+                .create_account(DEFAULT_ACCOUNT_NAME, id.as_deref())
+                .await?
         }
     };
     match root {
         Some(r) => match store.get_access_key(&r.access_key_id).await? {
             Some((k, s)) => {
                 if k.account_id != account.id || k.user_name.is_some() {
-                    return Err(StartError(format!("access key {} exists but is not the root key of account {}", r.access_key_id, account.id)));
+                    return Err(StartError(format!(
+                        "access key {} exists but is not the root key of account {}",
+                        r.access_key_id, account.id
+                    )));
                 }
                 if !constant_time_eq(s.expose().as_bytes(), r.secret.expose().as_bytes()) {
                     return Err(StartError(format!(
@@ -153,14 +169,19 @@ async fn ensure_default_account(
                 }
             }
             None => {
-                store.create_access_key_with(&account.id, None, &r.access_key_id, r.secret.expose()).await?;
+                store
+                    .create_access_key_with(&account.id, None, &r.access_key_id, r.secret.expose())
+                    .await?;
             }
         },
         None => {
             if store.list_access_keys(&account.id, None).await?.is_empty() {
                 let (key, secret) = store.create_access_key(&account.id, None).await?;
                 let path = data_dir.join(ROOT_CREDENTIALS_FILE);
-                write_secret_file(&path, &profile_text("keyward", &key.key_id, &secret, listen))?;
+                write_secret_file(
+                    &path,
+                    &profile_text("keyward", &key.key_id, &secret, listen),
+                )?;
                 println!(
                     "keyward: created account {} with root credentials. They are shown once here and kept in {} (mode 0600).\n\
                      Paste this profile into ~/.aws/config, then use `aws --profile keyward ...`:\n\n{}",
@@ -208,12 +229,23 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-    let account =
-        ensure_default_account(&store, &config.data_dir, config.account_id.as_deref(), config.root.as_ref(), local).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
+    let account = ensure_default_account(
+        &store,
+        &config.data_dir,
+        config.account_id.as_deref(),
+        config.root.as_ref(),
+        local,
+    )
+    .await?;
     let app = Arc::new(App::new(store.clone(), sealer, config.app));
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
-    eprintln!("keyward: listening on http://{local} (default account {})", account.id);
+    eprintln!(
+        "keyward: listening on http://{local} (default account {})",
+        account.id
+    );
     http::run(listener, app, config.limits, shutdown_signal()).await;
     store.close().await?;
     eprintln!("keyward: stopped");

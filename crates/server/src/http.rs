@@ -39,7 +39,12 @@ impl Default for ListenerLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
-pub async fn run(listener: TcpListener, app: Arc<App>, limits: ListenerLimits, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ListenerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();

@@ -54,7 +54,10 @@ fn write_user_fields(w: &mut XmlWriter, u: &User, with_tags: bool) {
 fn write_tags(w: &mut XmlWriter, tags: &[Tag]) {
     w.open("Tags");
     for t in tags {
-        w.open("member").elem("Key", &t.key).elem("Value", &t.value).close("member");
+        w.open("member")
+            .elem("Key", &t.key)
+            .elem("Value", &t.value)
+            .close("member");
     }
     w.close("Tags");
 }
@@ -69,7 +72,11 @@ fn write_key_meta(w: &mut XmlWriter, k: &AccessKey) {
 /// Parses and validates `Tags.member.N.Key/Value`.
 fn parse_tags(p: &Params, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
     let entries = p.list_entries("Tags").map_err(|name| {
-        ApiError::new(400, "ValidationError", format!("1 validation error detected: Invalid list index in parameter '{name}'"))
+        ApiError::new(
+            400,
+            "ValidationError",
+            format!("1 validation error detected: Invalid list index in parameter '{name}'"),
+        )
     })?;
     let mut tags: Vec<(usize, Option<String>, Option<String>)> = Vec::new();
     for (n, field, value) in entries {
@@ -86,8 +93,18 @@ fn parse_tags(p: &Params, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
     v.list_len("tags", tags.len(), 50);
     let mut out = Vec::with_capacity(tags.len());
     for (n, key, value) in tags {
-        v.string(&format!("tags.{n}.member.key"), key.as_deref(), validate::TAG_KEY, true);
-        v.string(&format!("tags.{n}.member.value"), value.as_deref(), validate::TAG_VALUE, true);
+        v.string(
+            &format!("tags.{n}.member.key"),
+            key.as_deref(),
+            validate::TAG_KEY,
+            true,
+        );
+        v.string(
+            &format!("tags.{n}.member.value"),
+            value.as_deref(),
+            validate::TAG_VALUE,
+            true,
+        );
         if let (Some(key), Some(value)) = (key, value) {
             out.push(Tag { key, value });
         }
@@ -96,7 +113,13 @@ fn parse_tags(p: &Params, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
 }
 
 /// Runs IAM `action` for `caller`; returns the response body.
-pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params, rid: &str) -> Result<String, ApiError> {
+pub(crate) async fn handle(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    p: &Params,
+    rid: &str,
+) -> Result<String, ApiError> {
     let acct = caller.account_id.as_str();
     let store = app.store();
     let err = |e| app.store_error(e);
@@ -104,71 +127,161 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
     match action {
         "CreateUser" => {
             let name = v.string("userName", p.get("UserName"), validate::USER_NAME, true);
-            let path = v.string("path", p.get("Path"), validate::PATH, false).unwrap_or("/");
-            v.string("permissionsBoundary", p.get("PermissionsBoundary"), validate::ARN, false);
+            let path = v
+                .string("path", p.get("Path"), validate::PATH, false)
+                .unwrap_or("/");
+            v.string(
+                "permissionsBoundary",
+                p.get("PermissionsBoundary"),
+                validate::ARN,
+                false,
+            );
             let tags = parse_tags(p, &mut v)?;
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
-            let user = store.create_user(acct, name, path, &tags).await.map_err(err)?;
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| write_user(w, &user, true))))
+            let user = store
+                .create_user(acct, name, path, &tags)
+                .await
+                .map_err(err)?;
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| write_user(w, &user, true)),
+            ))
         }
         "GetUser" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, false);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                false,
+            );
             v.finish()?;
             let target = name.or(caller.user_name());
-            authorize_iam(caller, action, name, &user_resource(acct, target.unwrap_or("")))?;
+            authorize_iam(
+                caller,
+                action,
+                name,
+                &user_resource(acct, target.unwrap_or("")),
+            )?;
             match target {
                 None => {
                     // Root asking about itself.
-                    let account = store.get_account(acct).await.map_err(err)?.ok_or_else(ApiError::internal)?;
+                    let account = store
+                        .get_account(acct)
+                        .await
+                        .map_err(err)?
+                        .ok_or_else(ApiError::internal)?;
                     let arn = caller.arn();
-                    Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                        w.open("User")
-                            .elem("UserId", acct)
-                            .elem("Arn", &arn)
-                            .elem("CreateDate", &iso8601(account.created))
-                            .close("User");
-                    })))
+                    Ok(envelope(
+                        action,
+                        IAM_NS,
+                        rid,
+                        Some(&|w| {
+                            w.open("User")
+                                .elem("UserId", acct)
+                                .elem("Arn", &arn)
+                                .elem("CreateDate", &iso8601(account.created))
+                                .close("User");
+                        }),
+                    ))
                 }
                 Some(name) => {
-                    let user = store.get_user(acct, name).await.map_err(err)?.ok_or_else(|| no_such_user(name))?;
-                    Ok(envelope(action, IAM_NS, rid, Some(&|w| write_user(w, &user, true))))
+                    let user = store
+                        .get_user(acct, name)
+                        .await
+                        .map_err(err)?
+                        .ok_or_else(|| no_such_user(name))?;
+                    Ok(envelope(
+                        action,
+                        IAM_NS,
+                        rid,
+                        Some(&|w| write_user(w, &user, true)),
+                    ))
                 }
             }
         }
         "ListUsers" => {
-            let prefix = v.string("pathPrefix", p.get("PathPrefix"), validate::PATH_PREFIX, false).unwrap_or("/");
+            let prefix = v
+                .string(
+                    "pathPrefix",
+                    p.get("PathPrefix"),
+                    validate::PATH_PREFIX,
+                    false,
+                )
+                .unwrap_or("/");
             let marker = v.string("marker", p.get("Marker"), validate::MARKER, false);
-            let max = v.integer("maxItems", p.get("MaxItems"), 1, 1000, false).unwrap_or(100);
+            let max = v
+                .integer("maxItems", p.get("MaxItems"), 1, 1000, false)
+                .unwrap_or(100);
             v.finish()?;
-            authorize_iam(caller, action, Some(""), &format!("arn:aws:iam::{acct}:user/"))?;
-            let page = store.list_users(acct, prefix, marker, max as usize).await.map_err(err)?;
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.open("Users");
-                for u in &page.items {
-                    w.open("member");
-                    write_user_fields(w, u, false);
-                    w.close("member");
-                }
-                w.close("Users");
-                w.elem("IsTruncated", if page.next_marker.is_some() { "true" } else { "false" });
-                w.opt_elem("Marker", page.next_marker.as_deref());
-            })))
+            authorize_iam(
+                caller,
+                action,
+                Some(""),
+                &format!("arn:aws:iam::{acct}:user/"),
+            )?;
+            let page = store
+                .list_users(acct, prefix, marker, max as usize)
+                .await
+                .map_err(err)?;
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.open("Users");
+                    for u in &page.items {
+                        w.open("member");
+                        write_user_fields(w, u, false);
+                        w.close("member");
+                    }
+                    w.close("Users");
+                    w.elem(
+                        "IsTruncated",
+                        if page.next_marker.is_some() {
+                            "true"
+                        } else {
+                            "false"
+                        },
+                    );
+                    w.opt_elem("Marker", page.next_marker.as_deref());
+                }),
+            ))
         }
         "UpdateUser" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                true,
+            );
             let new_path = v.string("newPath", p.get("NewPath"), validate::PATH, false);
-            let new_name = v.string("newUserName", p.get("NewUserName"), validate::USER_NAME, false);
+            let new_name = v.string(
+                "newUserName",
+                p.get("NewUserName"),
+                validate::USER_NAME,
+                false,
+            );
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
-            store.update_user(acct, name, new_name, new_path).await.map_err(err)?;
+            store
+                .update_user(acct, name, new_name, new_path)
+                .await
+                .map_err(err)?;
             app.key_cache().evict_owner(acct, Some(name));
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "DeleteUser" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                true,
+            );
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
@@ -177,7 +290,12 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "TagUser" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                true,
+            );
             if !p.has_list("Tags") {
                 v.string("tags", None, validate::TAG_KEY, true);
             }
@@ -189,17 +307,31 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "UntagUser" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                true,
+            );
             if !p.has_list("TagKeys") {
                 v.string("tagKeys", None, validate::TAG_KEY, true);
             }
             let entries = p.list_entries("TagKeys").map_err(|n| {
-                ApiError::new(400, "ValidationError", format!("1 validation error detected: Invalid list index in parameter '{n}'"))
+                ApiError::new(
+                    400,
+                    "ValidationError",
+                    format!("1 validation error detected: Invalid list index in parameter '{n}'"),
+                )
             })?;
             v.list_len("tagKeys", entries.len(), 50);
             let mut keys = Vec::with_capacity(entries.len());
             for (i, (_, _, k)) in entries.iter().enumerate() {
-                v.string(&format!("tagKeys.{}.member", i + 1), Some(k), validate::TAG_KEY, true);
+                v.string(
+                    &format!("tagKeys.{}.member", i + 1),
+                    Some(k),
+                    validate::TAG_KEY,
+                    true,
+                );
                 keys.push((*k).to_owned());
             }
             v.finish()?;
@@ -209,97 +341,198 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "ListUserTags" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                true,
+            );
             v.string("marker", p.get("Marker"), validate::MARKER, false);
             v.integer("maxItems", p.get("MaxItems"), 1, 1000, false);
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
             let tags = store.list_user_tags(acct, name).await.map_err(err)?;
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.open("Tags");
-                for t in &tags {
-                    w.open("member").elem("Key", &t.key).elem("Value", &t.value).close("member");
-                }
-                w.close("Tags");
-                w.elem("IsTruncated", "false");
-            })))
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.open("Tags");
+                    for t in &tags {
+                        w.open("member")
+                            .elem("Key", &t.key)
+                            .elem("Value", &t.value)
+                            .close("member");
+                    }
+                    w.close("Tags");
+                    w.elem("IsTruncated", "false");
+                }),
+            ))
         }
         "CreateAccessKey" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, false);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                false,
+            );
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(caller, action, name, &user_resource(acct, owner.unwrap_or("")))?;
+            authorize_iam(
+                caller,
+                action,
+                name,
+                &user_resource(acct, owner.unwrap_or("")),
+            )?;
             let (key, secret) = store.create_access_key(acct, owner).await.map_err(err)?;
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.open("AccessKey");
-                w.opt_elem("UserName", key.user_name.as_deref())
-                    .elem("AccessKeyId", &key.key_id)
-                    .elem("Status", key.status.as_str())
-                    .elem("SecretAccessKey", secret.expose())
-                    .elem("CreateDate", &iso8601(key.created));
-                w.close("AccessKey");
-            })))
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.open("AccessKey");
+                    w.opt_elem("UserName", key.user_name.as_deref())
+                        .elem("AccessKeyId", &key.key_id)
+                        .elem("Status", key.status.as_str())
+                        .elem("SecretAccessKey", secret.expose())
+                        .elem("CreateDate", &iso8601(key.created));
+                    w.close("AccessKey");
+                }),
+            ))
         }
         "ListAccessKeys" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, false);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                false,
+            );
             v.string("marker", p.get("Marker"), validate::MARKER, false);
             v.integer("maxItems", p.get("MaxItems"), 1, 1000, false);
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(caller, action, name, &user_resource(acct, owner.unwrap_or("")))?;
+            authorize_iam(
+                caller,
+                action,
+                name,
+                &user_resource(acct, owner.unwrap_or("")),
+            )?;
             let keys = store.list_access_keys(acct, owner).await.map_err(err)?;
-            let user_name = owner.map(|o| keys.first().and_then(|k| k.user_name.clone()).unwrap_or_else(|| o.to_owned()));
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.opt_elem("UserName", user_name.as_deref());
-                w.open("AccessKeyMetadata");
-                for k in &keys {
-                    w.open("member");
-                    write_key_meta(w, k);
-                    w.close("member");
-                }
-                w.close("AccessKeyMetadata");
-                w.elem("IsTruncated", "false");
-            })))
+            let user_name = owner.map(|o| {
+                keys.first()
+                    .and_then(|k| k.user_name.clone())
+                    .unwrap_or_else(|| o.to_owned())
+            });
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.opt_elem("UserName", user_name.as_deref());
+                    w.open("AccessKeyMetadata");
+                    for k in &keys {
+                        w.open("member");
+                        write_key_meta(w, k);
+                        w.close("member");
+                    }
+                    w.close("AccessKeyMetadata");
+                    w.elem("IsTruncated", "false");
+                }),
+            ))
         }
         "UpdateAccessKey" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, false);
-            let key_id = v.string("accessKeyId", p.get("AccessKeyId"), validate::ACCESS_KEY_ID, true);
-            let status = v.enumeration("status", p.get("Status"), &["Active", "Inactive", "Expired"], true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                false,
+            );
+            let key_id = v.string(
+                "accessKeyId",
+                p.get("AccessKeyId"),
+                validate::ACCESS_KEY_ID,
+                true,
+            );
+            let status = v.enumeration(
+                "status",
+                p.get("Status"),
+                &["Active", "Inactive", "Expired"],
+                true,
+            );
             v.finish()?;
             let status = match status {
                 Some("Active") => KeyStatus::Active,
                 Some("Inactive") => KeyStatus::Inactive,
                 _ => {
-                    return Err(ApiError::new(400, "InvalidInput", "Access keys cannot be set to the Expired status."));
+                    return Err(ApiError::new(
+                        400,
+                        "InvalidInput",
+                        "Access keys cannot be set to the Expired status.",
+                    ));
                 }
             };
             let owner = owner(caller, name);
-            authorize_iam(caller, action, name, &user_resource(acct, owner.unwrap_or("")))?;
+            authorize_iam(
+                caller,
+                action,
+                name,
+                &user_resource(acct, owner.unwrap_or("")),
+            )?;
             let key_id = key_id.unwrap_or_default();
-            store.update_access_key_status(acct, owner, key_id, status).await.map_err(err)?;
+            store
+                .update_access_key_status(acct, owner, key_id, status)
+                .await
+                .map_err(err)?;
             app.key_cache().evict(key_id);
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "DeleteAccessKey" => {
-            let name = v.string("userName", p.get("UserName"), validate::EXISTING_USER_NAME, false);
-            let key_id = v.string("accessKeyId", p.get("AccessKeyId"), validate::ACCESS_KEY_ID, true);
+            let name = v.string(
+                "userName",
+                p.get("UserName"),
+                validate::EXISTING_USER_NAME,
+                false,
+            );
+            let key_id = v.string(
+                "accessKeyId",
+                p.get("AccessKeyId"),
+                validate::ACCESS_KEY_ID,
+                true,
+            );
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(caller, action, name, &user_resource(acct, owner.unwrap_or("")))?;
+            authorize_iam(
+                caller,
+                action,
+                name,
+                &user_resource(acct, owner.unwrap_or("")),
+            )?;
             let key_id = key_id.unwrap_or_default();
-            store.delete_access_key(acct, owner, key_id).await.map_err(err)?;
+            store
+                .delete_access_key(acct, owner, key_id)
+                .await
+                .map_err(err)?;
             app.key_cache().evict(key_id);
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "GetAccessKeyLastUsed" => {
-            let key_id = v.string("accessKeyId", p.get("AccessKeyId"), validate::ACCESS_KEY_ID, true);
+            let key_id = v.string(
+                "accessKeyId",
+                p.get("AccessKeyId"),
+                validate::ACCESS_KEY_ID,
+                true,
+            );
             v.finish()?;
             let key_id = key_id.unwrap_or_default();
             let found = store.get_access_key_last_used(key_id).await.map_err(err)?;
             let resource = format!("access key {key_id}");
             let Some((key, last)) = found.filter(|(k, _)| k.account_id == acct) else {
-                return Err(crate::authz::access_denied(caller, "iam:GetAccessKeyLastUsed", &resource));
+                return Err(crate::authz::access_denied(
+                    caller,
+                    "iam:GetAccessKeyLastUsed",
+                    &resource,
+                ));
             };
             // Users may only see their own keys.
             let target = key.user_name.as_deref().unwrap_or("\u{0}root");
@@ -308,25 +541,40 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
             } else {
                 authorize_iam(caller, action, None, &resource)?;
             }
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.opt_elem("UserName", key.user_name.as_deref());
-                w.open("AccessKeyLastUsed");
-                match &last {
-                    Some(l) => {
-                        w.elem("LastUsedDate", &iso8601(l.when)).elem("ServiceName", &l.service).elem("Region", &l.region);
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.opt_elem("UserName", key.user_name.as_deref());
+                    w.open("AccessKeyLastUsed");
+                    match &last {
+                        Some(l) => {
+                            w.elem("LastUsedDate", &iso8601(l.when))
+                                .elem("ServiceName", &l.service)
+                                .elem("Region", &l.region);
+                        }
+                        None => {
+                            w.elem("ServiceName", "N/A").elem("Region", "N/A");
+                        }
                     }
-                    None => {
-                        w.elem("ServiceName", "N/A").elem("Region", "N/A");
-                    }
-                }
-                w.close("AccessKeyLastUsed");
-            })))
+                    w.close("AccessKeyLastUsed");
+                }),
+            ))
         }
         "CreateAccountAlias" => {
-            let alias = v.string("accountAlias", p.get("AccountAlias"), validate::ACCOUNT_ALIAS, true);
+            let alias = v.string(
+                "accountAlias",
+                p.get("AccountAlias"),
+                validate::ACCOUNT_ALIAS,
+                true,
+            );
             v.finish()?;
             authorize_iam(caller, action, Some(""), "*")?;
-            store.create_account_alias(acct, alias.unwrap_or_default()).await.map_err(err)?;
+            store
+                .create_account_alias(acct, alias.unwrap_or_default())
+                .await
+                .map_err(err)?;
             Ok(envelope(action, IAM_NS, rid, None))
         }
         "ListAccountAliases" => {
@@ -335,20 +583,33 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
             v.finish()?;
             authorize_iam(caller, action, Some(""), "*")?;
             let aliases = store.list_account_aliases(acct).await.map_err(err)?;
-            Ok(envelope(action, IAM_NS, rid, Some(&|w| {
-                w.open("AccountAliases");
-                for a in &aliases {
-                    w.elem("member", a);
-                }
-                w.close("AccountAliases");
-                w.elem("IsTruncated", "false");
-            })))
+            Ok(envelope(
+                action,
+                IAM_NS,
+                rid,
+                Some(&|w| {
+                    w.open("AccountAliases");
+                    for a in &aliases {
+                        w.elem("member", a);
+                    }
+                    w.close("AccountAliases");
+                    w.elem("IsTruncated", "false");
+                }),
+            ))
         }
         "DeleteAccountAlias" => {
-            let alias = v.string("accountAlias", p.get("AccountAlias"), validate::ACCOUNT_ALIAS, true);
+            let alias = v.string(
+                "accountAlias",
+                p.get("AccountAlias"),
+                validate::ACCOUNT_ALIAS,
+                true,
+            );
             v.finish()?;
             authorize_iam(caller, action, Some(""), "*")?;
-            store.delete_account_alias(acct, alias.unwrap_or_default()).await.map_err(err)?;
+            store
+                .delete_account_alias(acct, alias.unwrap_or_default())
+                .await
+                .map_err(err)?;
             Ok(envelope(action, IAM_NS, rid, None))
         }
         _ => Err(crate::app::invalid_action(action, "2010-05-08")),
@@ -361,5 +622,9 @@ fn owner<'a>(caller: &'a Caller, name: Option<&'a str>) -> Option<&'a str> {
 }
 
 fn no_such_user(name: &str) -> ApiError {
-    ApiError::new(404, "NoSuchEntity", format!("The user with name {name} cannot be found."))
+    ApiError::new(
+        404,
+        "NoSuchEntity",
+        format!("The user with name {name} cannot be found."),
+    )
 }

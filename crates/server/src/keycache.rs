@@ -47,7 +47,11 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cache whose entries live `ttl`, holding at most `capacity` keys.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { map: RwLock::new(HashMap::new()), ttl, capacity }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            ttl,
+            capacity,
+        }
     }
 
     /// How long an entry is trusted.
@@ -79,7 +83,10 @@ impl KeyCache {
 
     /// Forgets `key_id`.
     pub fn evict(&self, key_id: &str) {
-        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(key_id);
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
     }
 
     /// Forgets every key of `account_id` owned by `user_name` (`None`: every key of the account).
@@ -87,7 +94,12 @@ impl KeyCache {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, e| {
             e.key.account_id != account_id
-                || user_name.is_some_and(|u| !e.key.user_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(u)))
+                || user_name.is_some_and(|u| {
+                    !e.key
+                        .user_name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(u))
+                })
         });
     }
 }

@@ -49,7 +49,10 @@ impl Metrics {
 
     /// Counts an authentication failure answered with `code`.
     pub fn auth_failure(&self, code: &str) {
-        let i = AUTH_FAILURE_CODES.iter().position(|c| *c == code).unwrap_or(AUTH_FAILURE_CODES.len() - 1);
+        let i = AUTH_FAILURE_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(AUTH_FAILURE_CODES.len() - 1);
         self.auth_failures[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -68,12 +71,24 @@ impl Metrics {
             let _ = writeln!(s, "keyward_auth_failures_total{{code=\"{code}\"}} {}", g(a));
         }
         s.push_str("# HELP keyward_key_cache_lookups_total Access key lookups, by result.\n# TYPE keyward_key_cache_lookups_total counter\n");
-        let _ = writeln!(s, "keyward_key_cache_lookups_total{{result=\"hit\"}} {}", g(&self.key_cache_hits));
-        let _ = writeln!(s, "keyward_key_cache_lookups_total{{result=\"miss\"}} {}", g(&self.key_cache_misses));
+        let _ = writeln!(
+            s,
+            "keyward_key_cache_lookups_total{{result=\"hit\"}} {}",
+            g(&self.key_cache_hits)
+        );
+        let _ = writeln!(
+            s,
+            "keyward_key_cache_lookups_total{{result=\"miss\"}} {}",
+            g(&self.key_cache_misses)
+        );
         s.push_str("# HELP keyward_connections_open Open client connections.\n# TYPE keyward_connections_open gauge\n");
         let _ = writeln!(s, "keyward_connections_open {}", g(&self.connections_open));
         s.push_str("# HELP keyward_connections_total Client connections accepted.\n# TYPE keyward_connections_total counter\n");
-        let _ = writeln!(s, "keyward_connections_total {}", g(&self.connections_total));
+        let _ = writeln!(
+            s,
+            "keyward_connections_total {}",
+            g(&self.connections_total)
+        );
         s
     }
 }

@@ -4,7 +4,12 @@ use keyward_protocol::xml::XmlWriter;
 
 /// `<{action}Response xmlns=ns><{action}Result>…</{action}Result><ResponseMetadata>…</ResponseMetadata></{action}Response>`;
 /// `result` is `None` for operations without output (no `Result` element, as AWS).
-pub(crate) fn envelope(action: &str, ns: &str, request_id: &str, result: Option<&dyn Fn(&mut XmlWriter)>) -> String {
+pub(crate) fn envelope(
+    action: &str,
+    ns: &str,
+    request_id: &str,
+    result: Option<&dyn Fn(&mut XmlWriter)>,
+) -> String {
     let response = format!("{action}Response");
     let mut w = XmlWriter::new();
     w.open_ns(&response, ns);
@@ -14,7 +19,10 @@ pub(crate) fn envelope(action: &str, ns: &str, request_id: &str, result: Option<
         f(&mut w);
         w.close(&tag);
     }
-    w.open("ResponseMetadata").elem("RequestId", request_id).close("ResponseMetadata").close(&response);
+    w.open("ResponseMetadata")
+        .elem("RequestId", request_id)
+        .close("ResponseMetadata")
+        .close(&response);
     w.finish()
 }
 
@@ -24,9 +32,14 @@ mod tests {
     fn envelope_shapes() {
         let s = super::envelope("DeleteUser", "urn:ns", "r1", None);
         assert_eq!(s, "<DeleteUserResponse xmlns=\"urn:ns\"><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></DeleteUserResponse>");
-        let s = super::envelope("GetX", "urn:ns", "r1", Some(&|w| {
-            w.elem("A", "1");
-        }));
+        let s = super::envelope(
+            "GetX",
+            "urn:ns",
+            "r1",
+            Some(&|w| {
+                w.elem("A", "1");
+            }),
+        );
         assert!(s.contains("<GetXResult><A>1</A></GetXResult><ResponseMetadata>"));
     }
 }

@@ -7,18 +7,39 @@ use keyward_protocol::{ApiError, S3_NS};
 use sha2::{Digest, Sha256};
 
 /// The S3 answer for an authenticated request: `Ok(body)` or an error.
-pub(crate) fn handle(caller: &Caller, method: &str, path: &str, query: &str) -> Result<String, ApiError> {
+pub(crate) fn handle(
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    query: &str,
+) -> Result<String, ApiError> {
     let list_buckets = (method == "GET" || method == "HEAD")
         && path == "/"
-        && query.split('&').all(|kv| kv.is_empty() || kv.starts_with("X-Amz-") || is_v2_auth_param(kv) || kv.starts_with("x-id=ListBuckets") || kv.starts_with("max-buckets=") || kv.starts_with("prefix=") || kv.starts_with("continuation-token=") || kv.starts_with("bucket-region="));
+        && query.split('&').all(|kv| {
+            kv.is_empty()
+                || kv.starts_with("X-Amz-")
+                || is_v2_auth_param(kv)
+                || kv.starts_with("x-id=ListBuckets")
+                || kv.starts_with("max-buckets=")
+                || kv.starts_with("prefix=")
+                || kv.starts_with("continuation-token=")
+                || kv.starts_with("bucket-region=")
+        });
     if !list_buckets {
-        return Err(ApiError::new(501, "NotImplemented", "A header you provided implies functionality that is not implemented"));
+        return Err(ApiError::new(
+            501,
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented",
+        ));
     }
     let mut w = XmlWriter::with_declaration();
     w.open_ns("ListAllMyBucketsResult", S3_NS)
         .open("Owner")
         .elem("ID", &canonical_user_id(&caller.account_id))
-        .elem("DisplayName", caller.user_name().unwrap_or(&caller.account_id))
+        .elem(
+            "DisplayName",
+            caller.user_name().unwrap_or(&caller.account_id),
+        )
         .close("Owner")
         .open("Buckets")
         .close("Buckets")
@@ -27,7 +48,14 @@ pub(crate) fn handle(caller: &Caller, method: &str, path: &str, query: &str) -> 
 }
 
 fn is_v2_auth_param(kv: &str) -> bool {
-    ["AWSAccessKeyId=", "Signature=", "Expires=", "x-amz-security-token="].iter().any(|p| kv.starts_with(p))
+    [
+        "AWSAccessKeyId=",
+        "Signature=",
+        "Expires=",
+        "x-amz-security-token=",
+    ]
+    .iter()
+    .any(|p| kv.starts_with(p))
 }
 
 /// A stable 64-hex-digit canonical user id for the account, as S3 shows owners.

@@ -56,7 +56,11 @@ pub enum TokenError {
 
 /// Seals `claims` into a token.
 pub fn seal(sealer: &Sealer, claims: &SessionClaims) -> String {
-    let expires = claims.expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let expires = claims
+        .expires
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let (user_name, user_id) = match &claims.user {
         Some((n, i)) => (n.as_str(), i.as_str()),
         None => ("", ""),
@@ -73,9 +77,18 @@ pub fn seal(sealer: &Sealer, claims: &SessionClaims) -> String {
 }
 
 /// Opens `token` presented with `access_key_id`, checking expiry against `now`.
-pub fn open(sealer: &Sealer, token: &str, access_key_id: &str, now: SystemTime) -> Result<SessionClaims, TokenError> {
-    let sealed = STANDARD.decode(token.trim()).map_err(|_| TokenError::Invalid)?;
-    let plain = sealer.open(&sealed, access_key_id.as_bytes()).map_err(|_| TokenError::Invalid)?;
+pub fn open(
+    sealer: &Sealer,
+    token: &str,
+    access_key_id: &str,
+    now: SystemTime,
+) -> Result<SessionClaims, TokenError> {
+    let sealed = STANDARD
+        .decode(token.trim())
+        .map_err(|_| TokenError::Invalid)?;
+    let plain = sealer
+        .open(&sealed, access_key_id.as_bytes())
+        .map_err(|_| TokenError::Invalid)?;
     let text = std::str::from_utf8(&plain).map_err(|_| TokenError::Invalid)?;
     let f: Vec<&str> = text.split('\n').collect();
     if f.len() != 8 || f[0] != VERSION || f[2] != access_key_id {

@@ -19,52 +19,106 @@ const SESSION_DEFAULT: i64 = 43_200;
 const ROOT_SESSION_MAX: i64 = 3_600;
 
 /// Runs STS `action` for `caller` at `now`; returns the response body.
-pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params, rid: &str, now: SystemTime) -> Result<String, ApiError> {
+pub(crate) async fn handle(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    p: &Params,
+    rid: &str,
+    now: SystemTime,
+) -> Result<String, ApiError> {
     let mut v = Validator::new();
     match action {
         "GetCallerIdentity" => {
             v.finish()?;
             authorize_sts(caller, action)?;
             let (arn, user_id) = (caller.arn(), caller.user_id().to_owned());
-            Ok(envelope(action, STS_NS, rid, Some(&|w| {
-                w.elem("Arn", &arn).elem("UserId", &user_id).elem("Account", &caller.account_id);
-            })))
+            Ok(envelope(
+                action,
+                STS_NS,
+                rid,
+                Some(&|w| {
+                    w.elem("Arn", &arn)
+                        .elem("UserId", &user_id)
+                        .elem("Account", &caller.account_id);
+                }),
+            ))
         }
         "GetAccessKeyInfo" => {
-            let key_id = v.string("accessKeyId", p.get("AccessKeyId"), validate::STS_ACCESS_KEY_ID, true);
+            let key_id = v.string(
+                "accessKeyId",
+                p.get("AccessKeyId"),
+                validate::STS_ACCESS_KEY_ID,
+                true,
+            );
             v.finish()?;
             authorize_sts(caller, action)?;
             let key_id = key_id.unwrap_or_default();
             let account = match keyward_ids::account_of_key_id(key_id) {
                 Some(a) => a,
                 // Old-style ids carry no account: answer for keys we know, whatever their state.
-                None => match app.store().get_access_key(key_id).await.map_err(|e| app.store_error(e))? {
+                None => match app
+                    .store()
+                    .get_access_key(key_id)
+                    .await
+                    .map_err(|e| app.store_error(e))?
+                {
                     Some((k, _)) => k.account_id,
-                    None => return Err(ApiError::new(400, "InvalidParameterValue", format!("The access key ID {key_id} is not valid."))),
+                    None => {
+                        return Err(ApiError::new(
+                            400,
+                            "InvalidParameterValue",
+                            format!("The access key ID {key_id} is not valid."),
+                        ))
+                    }
                 },
             };
-            Ok(envelope(action, STS_NS, rid, Some(&|w| {
-                w.elem("Account", &account);
-            })))
+            Ok(envelope(
+                action,
+                STS_NS,
+                rid,
+                Some(&|w| {
+                    w.elem("Account", &account);
+                }),
+            ))
         }
         "GetSessionToken" => {
-            let duration = v.integer("durationSeconds", p.get("DurationSeconds"), 900, 129_600, false);
-            v.string("serialNumber", p.get("SerialNumber"), validate::SERIAL_NUMBER, false);
+            let duration = v.integer(
+                "durationSeconds",
+                p.get("DurationSeconds"),
+                900,
+                129_600,
+                false,
+            );
+            v.string(
+                "serialNumber",
+                p.get("SerialNumber"),
+                validate::SERIAL_NUMBER,
+                false,
+            );
             v.string("tokenCode", p.get("TokenCode"), validate::TOKEN_CODE, false);
             v.finish()?;
             authorize_sts(caller, action)?;
             if p.get("SerialNumber").is_some() || p.get("TokenCode").is_some() {
-                return Err(ApiError::new(403, "AccessDenied", "MFA authentication failed: no MFA device is registered for this user."));
+                return Err(ApiError::new(
+                    403,
+                    "AccessDenied",
+                    "MFA authentication failed: no MFA device is registered for this user.",
+                ));
             }
             let secs = match caller.identity {
                 // Root sessions are capped at one hour, and default to it.
                 Identity::Root => duration.unwrap_or(ROOT_SESSION_MAX).min(ROOT_SESSION_MAX),
                 Identity::User { .. } => duration.unwrap_or(SESSION_DEFAULT),
             };
-            let expires = keyward_protocol::time::whole_seconds(now) + Duration::from_secs(secs as u64);
+            let expires =
+                keyward_protocol::time::whole_seconds(now) + Duration::from_secs(secs as u64);
             let claims = SessionClaims {
                 account_id: caller.account_id.clone(),
-                access_key_id: keyward_ids::new_access_key_id(KeyKind::Temporary, &caller.account_id),
+                access_key_id: keyward_ids::new_access_key_id(
+                    KeyKind::Temporary,
+                    &caller.account_id,
+                ),
                 secret: keyward_sigv4::SecretKey::new(keyward_ids::new_secret_access_key()),
                 expires,
                 user: match &caller.identity {
@@ -74,14 +128,19 @@ pub(crate) async fn handle(app: &App, caller: &Caller, action: &str, p: &Params,
                 source_key_id: caller.access_key_id.clone(),
             };
             let token = session::seal(app.session_sealer(), &claims);
-            Ok(envelope(action, STS_NS, rid, Some(&|w| {
-                w.open("Credentials")
-                    .elem("AccessKeyId", &claims.access_key_id)
-                    .elem("SecretAccessKey", claims.secret.expose())
-                    .elem("SessionToken", &token)
-                    .elem("Expiration", &iso8601(claims.expires))
-                    .close("Credentials");
-            })))
+            Ok(envelope(
+                action,
+                STS_NS,
+                rid,
+                Some(&|w| {
+                    w.open("Credentials")
+                        .elem("AccessKeyId", &claims.access_key_id)
+                        .elem("SecretAccessKey", claims.secret.expose())
+                        .elem("SessionToken", &token)
+                        .elem("Expiration", &iso8601(claims.expires))
+                        .close("Credentials");
+                }),
+            ))
         }
         _ => Err(crate::app::invalid_action(action, "2011-06-15")),
     }

@@ -479,11 +479,14 @@ impl Store {
         match pending.get_mut(key_id) {
             Some(old) if old.when >= when => {}
             Some(old) => {
-                *old = LastUsed {
-                    when,
-                    service: service.to_owned(),
-                    region: region.to_owned(),
-                };
+                // The hot path: same key, same service and region; no allocation.
+                old.when = when;
+                if old.service != service {
+                    service.clone_into(&mut old.service);
+                }
+                if old.region != region {
+                    region.clone_into(&mut old.region);
+                }
             }
             None => {
                 pending.insert(
