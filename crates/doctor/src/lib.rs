@@ -8,6 +8,7 @@
 //! The binary calls [`run_doctor`] and [`run_explain`] with the clap [`DoctorArgs`] / [`ExplainArgs`].
 #![forbid(unsafe_code)]
 
+pub mod aws;
 mod checks;
 mod env;
 pub mod explain;
@@ -22,8 +23,8 @@ use std::io::Write;
 pub use env::{Environment, SystemEnvironment};
 pub use explain::{run_explain, ExplainArgs};
 pub use finding::{Code, Finding, Location, Severity};
-pub use probe::{Identity, NotBuiltProber, ProbeOutcome, Prober};
-pub use report::{CredentialsReport, Report, Row};
+pub use probe::{Identity, LiveProber, NotBuiltProber, ProbeOutcome, Prober};
+pub use report::{CredentialsReport, ProbeSummary, Report, Row};
 pub use resolve::{
     config_profile_names, default_sts_endpoint, mask, resolve, ChainError, ChainOutcome,
     CliVersion, Endpoint, FileState, Provider, Request, Resolution, ResolvedCredentials, Secret,
@@ -71,23 +72,81 @@ pub fn diagnose(args: &DoctorArgs, env: &dyn Environment, prober: Option<&dyn Pr
     let resolution = resolve::resolve(&req, env);
     let mut findings = checks::offline_findings(&resolution, env);
     let mut identity = None;
-    if let Some(prober) = prober {
-        let outcome = match &resolution.outcome {
-            ChainOutcome::Static(c) => Some(prober.probe(c, &resolution.endpoint)),
-            _ => None,
+    let mut probe = None;
+    if let (Some(prober), ChainOutcome::Static(c)) = (prober, &resolution.outcome) {
+        let region = resolution.region.as_ref().map(|r| r.value.as_str());
+        let mut summary = ProbeSummary {
+            endpoint: resolution.endpoint.url.clone(),
+            clock_skew_seconds: None,
         };
-        if let Some(outcome) = outcome {
+        let mut ran = true;
+        for outcome in prober.probe_all(c, &resolution.endpoint, region) {
+            match &outcome {
+                ProbeOutcome::ClockSkew { skew_seconds } => {
+                    summary.clock_skew_seconds = Some(*skew_seconds)
+                }
+                ProbeOutcome::Unavailable { .. } => ran = false,
+                _ => {}
+            }
             apply_probe(outcome, &resolution, &mut findings, &mut identity);
         }
+        if let Some(id) = &identity {
+            live_account_check(id, c, &resolution, &mut findings);
+        }
+        probe = ran.then_some(summary);
     }
     findings.sort_by_key(|f| f.severity);
     Report {
         cli: args.cli,
         credentials: report::credentials_report(&resolution),
         identity,
+        probe,
         findings,
     }
 }
+
+/// AWS names the account; when the configuration states another one and the offline check (which
+/// decodes the key id) did not already say so, report it.
+fn live_account_check(
+    id: &Identity,
+    c: &ResolvedCredentials,
+    r: &Resolution,
+    findings: &mut Vec<Finding>,
+) {
+    if findings.iter().any(|f| f.code == Code::AccountMismatch) {
+        return;
+    }
+    let expected = c.account_id.clone().or_else(|| {
+        r.get("aws_account_id").map(|f| Sourced {
+            value: f.entry.value.clone(),
+            source: f.source(),
+        })
+    });
+    if let Some(expected) = expected {
+        if expected.value.trim() != id.account {
+            findings.push(
+                Finding::new(
+                    Code::AccountMismatch,
+                    Severity::Error,
+                    format!(
+                        "{} says the key belongs to account {}, but {} says {}.",
+                        r.endpoint.url, id.account, expected.source, expected.value
+                    ),
+                    format!(
+                        "use the key of account {} or correct the account id ({})",
+                        expected.value, expected.source
+                    ),
+                )
+                .at(expected.source.location().cloned()),
+            );
+        }
+    }
+}
+
+/// Clock skew below this is not worth a finding (AWS allows 15 minutes; warn well before).
+pub const SKEW_WARN_SECONDS: i64 = 300;
+/// Clock skew from which AWS refuses signed requests.
+pub const SKEW_ERROR_SECONDS: i64 = 900;
 
 fn apply_probe(
     outcome: ProbeOutcome,
@@ -102,18 +161,54 @@ fn apply_probe(
             code,
             aws_error,
             message,
-        } => findings.push(Finding::new(
-            code,
-            Severity::Error,
-            format!("{url} answered {aws_error}: {message}"),
-            format!("keyward explain {aws_error}"),
-        )),
-        ProbeOutcome::ClockSkew { skew_seconds } => findings.push(Finding::new(
-            Code::ClockSkew,
-            Severity::Error,
-            format!("the local clock is {skew_seconds} s off the server's; AWS allows 5 minutes (15 for some services)."),
-            "sudo chronyc makestep   # or: sudo timedatectl set-ntp true; on WSL2: wsl --shutdown",
-        )),
+        } => {
+            let key = match &r.outcome {
+                ChainOutcome::Static(c) => c.access_key_id.value.clone(),
+                _ => String::new(),
+            };
+            let meaning = match code {
+                Code::KeyUnknown => format!(
+                    " The key {key} is not known there: deleted, deactivated, never existed, or it belongs to another partition or endpoint (a real AWS key sent to an emulator, or the reverse)."
+                ),
+                Code::SignatureMismatch => format!(
+                    " The key id {key} is known, so the secret is wrong: mistyped, truncated, with a stray character, or the secret of another key."
+                ),
+                Code::TokenExpired => " The session token has expired: get new temporary credentials.".to_string(),
+                _ => String::new(),
+            };
+            let fix = match code {
+                Code::KeyUnknown => format!("if it was only deactivated, reactivate it with other credentials (aws iam update-access-key --access-key-id {key} --status Active); otherwise create a new key and put it in the profile; or point at the right endpoint   # details: keyward explain {aws_error}"),
+                Code::SignatureMismatch => format!("copy the secret again from where the key was created (it cannot be shown again; if lost, create a new key)   # details: keyward explain {aws_error}"),
+                Code::TokenExpired => format!("refresh the session (aws sts get-session-token / aws sso login / re-assume the role)   # details: keyward explain {aws_error}"),
+                _ => format!("keyward explain {aws_error}"),
+            };
+            findings.push(Finding::new(
+                code,
+                Severity::Error,
+                format!("{url} answered {aws_error}: {message}{meaning}"),
+                fix,
+            ))
+        }
+        ProbeOutcome::ClockSkew { skew_seconds } => {
+            let abs = skew_seconds.unsigned_abs();
+            if abs < SKEW_WARN_SECONDS as u64 {
+                return;
+            }
+            let (severity, consequence) = if abs >= SKEW_ERROR_SECONDS as u64 {
+                (Severity::Error, "AWS refuses signed requests more than 15 minutes off (\"Signature expired\" / \"Signature not yet current\")")
+            } else {
+                (Severity::Warning, "AWS still accepts requests up to 15 minutes off, but a little more drift breaks every call")
+            };
+            findings.push(Finding::new(
+                Code::ClockSkew,
+                severity,
+                format!(
+                    "the local clock is {} (measured against {url}); {consequence}.",
+                    report::describe_skew(skew_seconds)
+                ),
+                "sudo chronyc makestep   # or: sudo timedatectl set-ntp true; on WSL2: wsl --shutdown",
+            ))
+        }
         ProbeOutcome::Unreachable { reason } => findings.push(Finding::new(
             Code::EndpointUnreachable,
             Severity::Error,
@@ -144,7 +239,7 @@ pub fn run_doctor(args: &DoctorArgs, env: &dyn Environment, out: &mut dyn Write)
         let _ = writeln!(out, "error: --profile needs a name");
         return EXIT_MISUSE;
     }
-    let prober = NotBuiltProber;
+    let prober = LiveProber;
     let report = diagnose(args, env, (!args.offline).then_some(&prober as &dyn Prober));
     let written = if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)

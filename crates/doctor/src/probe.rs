@@ -1,11 +1,12 @@
 //! The seam for the live half of `keyward doctor`: one signed STS call with the resolved credentials.
 //!
-//! The doctor resolves credentials and the endpoint offline, then hands both to a [`Prober`]. The real
-//! prober (a SigV4-signed `sts:GetCallerIdentity`, built on `keyward-sigv4`) comes in a later change;
-//! until then [`NotBuiltProber`] answers [`ProbeOutcome::Unavailable`] and the doctor says so.
+//! The doctor resolves credentials and the endpoint offline, then hands both to a [`Prober`].
+//! [`LiveProber`] sends a SigV4-signed `sts:GetCallerIdentity` ([`crate::aws`]); [`NotBuiltProber`]
+//! contacts nothing and answers [`ProbeOutcome::Unavailable`].
 
 use serde::Serialize;
 
+use crate::aws;
 use crate::finding::Code;
 use crate::resolve::{Endpoint, ResolvedCredentials};
 
@@ -56,6 +57,115 @@ pub enum ProbeOutcome {
 pub trait Prober {
     /// Calls the endpoint with the credentials and reports what happened.
     fn probe(&self, creds: &ResolvedCredentials, endpoint: &Endpoint) -> ProbeOutcome;
+
+    /// Everything the probe found out, e.g. an identity *and* a clock skew measured on the same
+    /// answer. `region` is the resolved region (used to sign for a custom endpoint). By default the one
+    /// outcome of [`Prober::probe`].
+    fn probe_all(
+        &self,
+        creds: &ResolvedCredentials,
+        endpoint: &Endpoint,
+        region: Option<&str>,
+    ) -> Vec<ProbeOutcome> {
+        let _ = region;
+        vec![self.probe(creds, endpoint)]
+    }
+}
+
+/// The real probe: one signed `sts:GetCallerIdentity` to the resolved endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveProber;
+
+impl Prober for LiveProber {
+    fn probe(&self, creds: &ResolvedCredentials, endpoint: &Endpoint) -> ProbeOutcome {
+        self.probe_all(creds, endpoint, None)
+            .into_iter()
+            .next()
+            .unwrap_or(ProbeOutcome::Unavailable {
+                reason: "no outcome".into(),
+            })
+    }
+
+    fn probe_all(
+        &self,
+        creds: &ResolvedCredentials,
+        endpoint: &Endpoint,
+        region: Option<&str>,
+    ) -> Vec<ProbeOutcome> {
+        let region = aws::aws_region_of(&endpoint.url)
+            .or_else(|| region.filter(|r| !r.is_empty()).map(str::to_string))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let c = aws::Credentials {
+            access_key_id: creds.access_key_id.value.clone(),
+            secret_access_key: creds.secret_access_key.value.expose().to_string(),
+            session_token: creds
+                .session_token
+                .as_ref()
+                .map(|t| t.value.expose().to_string()),
+        };
+        let client = match aws::Client::new(&endpoint.url, "sts", &region, c) {
+            Ok(c) => c,
+            Err(reason) => return vec![ProbeOutcome::Unreachable { reason }],
+        };
+        outcomes(client.call("GetCallerIdentity", &[]))
+    }
+}
+
+/// Maps the answer of `GetCallerIdentity` to probe outcomes (the main one first, then any clock skew).
+pub(crate) fn outcomes(r: Result<aws::Reply, aws::AwsError>) -> Vec<ProbeOutcome> {
+    match r {
+        Ok(reply) => {
+            let mut out = vec![match aws::parse_identity(&reply.xml) {
+                Some(id) => ProbeOutcome::Identity(id),
+                None => ProbeOutcome::Unreachable {
+                    reason: "the answer to GetCallerIdentity has no Arn/UserId/Account".into(),
+                },
+            }];
+            if let Some(server) = reply.server_date {
+                out.push(ProbeOutcome::ClockSkew {
+                    skew_seconds: aws::skew_from_date(reply.signed_at, reply.elapsed, server),
+                });
+            }
+            out
+        }
+        Err(aws::AwsError::Transport(reason)) => vec![ProbeOutcome::Unreachable { reason }],
+        Err(aws::AwsError::Service {
+            code: aws_error,
+            message,
+            server_date,
+            signed_at,
+            ..
+        }) => {
+            if let Some(skew) = aws::skew_from_message(&message) {
+                return vec![ProbeOutcome::ClockSkew { skew_seconds: skew }];
+            }
+            let code = match aws_error.as_str() {
+                "InvalidClientTokenId" | "InvalidAccessKeyId" | "UnrecognizedClientException"
+                | "InvalidToken" => Code::KeyUnknown,
+                "SignatureDoesNotMatch" | "InvalidSignatureException" => Code::SignatureMismatch,
+                "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => Code::TokenExpired,
+                "RequestTimeTooSkewed" => Code::ClockSkew,
+                _ => {
+                    return vec![ProbeOutcome::Unreachable {
+                        reason: format!(
+                            "it answered {aws_error} ({message}) instead of a GetCallerIdentity result: is this an STS endpoint?"
+                        ),
+                    }]
+                }
+            };
+            let mut out = vec![ProbeOutcome::Rejected {
+                code,
+                aws_error,
+                message,
+            }];
+            if let Some(server) = server_date {
+                out.push(ProbeOutcome::ClockSkew {
+                    skew_seconds: aws::secs_between(signed_at, server),
+                });
+            }
+            out
+        }
+    }
 }
 
 /// The prober used until the signed STS call exists: it never contacts anything.

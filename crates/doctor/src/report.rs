@@ -46,10 +46,21 @@ pub struct Report {
     pub cli: CliVersion,
     /// Resolved values with their sources, masked.
     pub credentials: CredentialsReport,
-    /// Who AWS says the credentials are; `null` until the live probe runs.
+    /// Who AWS says the credentials are; `null` unless the live probe succeeded.
     pub identity: Option<Identity>,
+    /// The live probe: where it went and what it measured; `null` when it did not run.
+    pub probe: Option<ProbeSummary>,
     /// Findings, errors first.
     pub findings: Vec<Finding>,
+}
+
+/// What the live probe did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProbeSummary {
+    /// The STS endpoint called.
+    pub endpoint: String,
+    /// Local minus server clock in seconds, when the server said its time.
+    pub clock_skew_seconds: Option<i64>,
 }
 
 impl Report {
@@ -246,6 +257,26 @@ pub(crate) fn write_text(report: &Report, style: Style, out: &mut dyn Write) -> 
             location
         )?;
     }
+    if let Some(id) = &report.identity {
+        writeln!(
+            out,
+            "\n{:>10} {}  (account {}, user id {})",
+            "identity", id.arn, id.account, id.user_id
+        )?;
+    }
+    if let Some(p) = &report.probe {
+        let skew = match p.clock_skew_seconds {
+            Some(s) => format!(", clock {}", describe_skew(s)),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "{}{:>10} sts:GetCallerIdentity at {}{skew}",
+            if report.identity.is_some() { "" } else { "\n" },
+            "probe",
+            p.endpoint
+        )?;
+    }
     if let Some(e) = &report.credentials.error {
         writeln!(
             out,
@@ -310,6 +341,23 @@ pub(crate) fn write_text(report: &Report, style: Style, out: &mut dyn Write) -> 
         errors, warnings
     )?;
     Ok(())
+}
+
+/// "in step with the server", "42 s ahead of the server", "2 h 0 min behind the server".
+pub(crate) fn describe_skew(s: i64) -> String {
+    let a = s.unsigned_abs();
+    let amount = if a >= 3600 {
+        format!("{} h {} min", a / 3600, (a % 3600) / 60)
+    } else if a >= 120 {
+        format!("{} min {} s", a / 60, a % 60)
+    } else {
+        format!("{a} s")
+    };
+    match s {
+        -1..=1 => "in step with the server".to_string(),
+        s if s > 0 => format!("{amount} ahead of the server"),
+        _ => format!("{amount} behind the server"),
+    }
 }
 
 fn cli_name(c: CliVersion) -> &'static str {

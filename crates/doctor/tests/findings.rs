@@ -259,6 +259,69 @@ fn live_codes_come_through_the_probe_seam() {
     assert!(!r.has_errors());
 }
 
+/// A prober that reports several outcomes at once (an identity and a measured clock skew).
+struct MultiProber(Vec<ProbeOutcome>);
+impl Prober for MultiProber {
+    fn probe(&self, _: &ResolvedCredentials, _: &Endpoint) -> ProbeOutcome {
+        self.0[0].clone()
+    }
+    fn probe_all(
+        &self,
+        _: &ResolvedCredentials,
+        _: &Endpoint,
+        _: Option<&str>,
+    ) -> Vec<ProbeOutcome> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn clock_skew_is_reported_even_when_the_call_works() {
+    let f = Fixture {
+        offline: false,
+        ..base()
+    };
+    let id = Identity {
+        account: "123456789012".into(),
+        arn: "arn:aws:iam::123456789012:user/a".into(),
+        user_id: "AIDAX".into(),
+    };
+    for (skew, expected) in [
+        (20, None),
+        (-299, None),
+        (400, Some(Severity::Warning)),
+        (-600, Some(Severity::Warning)),
+        (1000, Some(Severity::Error)),
+        (-7200, Some(Severity::Error)),
+    ] {
+        let p = MultiProber(vec![
+            ProbeOutcome::Identity(id.clone()),
+            ProbeOutcome::ClockSkew { skew_seconds: skew },
+        ]);
+        let r = f.run_with(Some(&p));
+        assert_eq!(r.identity.as_ref(), Some(&id));
+        assert_eq!(r.probe.as_ref().unwrap().clock_skew_seconds, Some(skew));
+        let got = r
+            .findings
+            .iter()
+            .find(|f| f.code == Code::ClockSkew)
+            .map(|f| f.severity);
+        assert_eq!(got, expected, "skew {skew}");
+    }
+    // The identity names another account than the profile states: account-mismatch from the probe.
+    let other = Identity {
+        account: "999999999999".into(),
+        ..id
+    };
+    let f = f.config("[default]\nregion = us-east-1\naws_account_id = 123456789012\n");
+    let r = f.run_with(Some(&MultiProber(vec![ProbeOutcome::Identity(other)])));
+    assert!(
+        codes(&r).contains(&Code::AccountMismatch),
+        "{:?}",
+        r.findings
+    );
+}
+
 fn run_cli(f: &Fixture, json: bool, extra: impl Fn(&mut DoctorArgs)) -> (i32, String) {
     let home = home_with(
         "cli",
