@@ -31,6 +31,8 @@ enum Command {
     Doctor(keyward_doctor::DoctorArgs),
     /// Explain an AWS authentication or credential error (a code, or a whole pasted message).
     Explain(keyward_doctor::ExplainArgs),
+    /// Replace a profile's access key with a new one: create, write, verify, deactivate the old.
+    Rotate(keyward_doctor::RotateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -175,13 +177,21 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             return exit(keyward_doctor::run_explain(&args, &mut out));
         }
+        Command::Rotate(args) => {
+            let mut out = std::io::stdout().lock();
+            return exit(keyward_doctor::run_rotate(
+                &args,
+                &keyward_doctor::SystemEnvironment,
+                &mut out,
+            ));
+        }
         other => other,
     };
     init_logging();
     let result = match result {
         Command::Serve(args) => serve(args),
         Command::Account(cmd) => account(cmd),
-        Command::Doctor(_) | Command::Explain(_) => Ok(()),
+        Command::Doctor(_) | Command::Explain(_) | Command::Rotate(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ pub mod ini;
 mod probe;
 mod report;
 mod resolve;
+mod rotate;
 
 use std::io::Write;
 
@@ -30,6 +31,7 @@ pub use resolve::{
     CliVersion, Endpoint, FileState, Provider, Request, Resolution, ResolvedCredentials, Secret,
     SharedFile, Source, Sourced,
 };
+pub use rotate::{run_rotate, run_rotate_with, Confirm, RotateArgs, TerminalConfirm};
 
 /// `keyward doctor`: check the AWS credentials this shell would use.
 #[derive(clap::Args, Debug, Clone, Default)]
