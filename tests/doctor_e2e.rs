@@ -545,6 +545,86 @@ fn rotate_writes_in_place_deactivates_and_handles_the_key_limit() {
 }
 
 #[test]
+fn rotate_never_deletes_another_active_key_without_a_terminal_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(&data.path().join("d"), 0);
+    let (old, old_secret) = s.user_with_key("frank");
+    let extra = xml_text(
+        &s.iam("CreateAccessKey", &[("UserName", "frank")]),
+        "AccessKeyId",
+    )
+    .unwrap();
+    // Keys in ~/.aws/config this time (the config-file provider).
+    let config = format!("[profile ci]\nregion = eu-west-1\naws_access_key_id = {old}\naws_secret_access_key = {old_secret}\n");
+    let h = home("", Some(&config));
+    let r = run(
+        h.path(),
+        &[
+            "rotate",
+            "--profile",
+            "ci",
+            "--endpoint-url",
+            &s.url,
+            "--yes",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&extra) && r.stdout.contains("active"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Nothing was changed"), "{}", r.stdout);
+    let mut keys = s.keys(Some("frank"));
+    keys.sort();
+    let mut want = vec![
+        (old.clone(), "Active".to_string()),
+        (extra.clone(), "Active".to_string()),
+    ];
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(
+        std::fs::read_to_string(h.path().join(".aws/config")).unwrap(),
+        config
+    );
+
+    // Once the extra key is inactive, --yes removes it and the rotation goes through in the config file.
+    s.iam(
+        "UpdateAccessKey",
+        &[
+            ("UserName", "frank"),
+            ("AccessKeyId", &extra),
+            ("Status", "Inactive"),
+        ],
+    );
+    let r2 = run(
+        h.path(),
+        &[
+            "rotate",
+            "--profile",
+            "ci",
+            "--endpoint-url",
+            &s.url,
+            "--yes",
+        ],
+        &[],
+    );
+    assert_eq!(r2.code, 0, "{}", r2.stdout);
+    let now = std::fs::read_to_string(h.path().join(".aws/config")).unwrap();
+    assert!(
+        now.starts_with("[profile ci]\nregion = eu-west-1\naws_access_key_id = AKIA"),
+        "{now}"
+    );
+    assert!(!now.contains(&old));
+    let keys = s.keys(Some("frank"));
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&(old.clone(), "Inactive".into())), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.0 == extra), "{keys:?}");
+    assert_no_secret(&[&r, &r2], &[&old_secret]);
+}
+
+#[test]
 fn rotate_works_for_root() {
     let data = tempfile::tempdir().unwrap();
     let s = Server::start(&data.path().join("d"), 0);

@@ -179,3 +179,58 @@ impl Prober for NotBuiltProber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn answers_map_to_outcomes_with_the_measured_skew() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ok = aws::Reply {
+            xml: "<Arn>arn:aws:iam::123456789012:user/a</Arn><UserId>AIDAX</UserId><Account>123456789012</Account>".into(),
+            server_date: Some(t - Duration::from_secs(400)),
+            signed_at: t,
+            elapsed: Duration::from_millis(2),
+        };
+        let out = outcomes(Ok(ok));
+        assert!(matches!(&out[0], ProbeOutcome::Identity(id) if id.user_id == "AIDAX"));
+        assert_eq!(out[1], ProbeOutcome::ClockSkew { skew_seconds: 400 });
+
+        let err = |code: &str, message: &str| aws::AwsError::Service {
+            status: 403,
+            code: code.into(),
+            message: message.into(),
+            server_date: None,
+            signed_at: t,
+        };
+        let first = |e| outcomes(Err(e)).into_iter().next().unwrap();
+        for (aws_code, code) in [
+            ("InvalidClientTokenId", Code::KeyUnknown),
+            ("InvalidAccessKeyId", Code::KeyUnknown),
+            ("SignatureDoesNotMatch", Code::SignatureMismatch),
+            ("ExpiredToken", Code::TokenExpired),
+        ] {
+            assert!(
+                matches!(first(err(aws_code, "m")), ProbeOutcome::Rejected { code: c, .. } if c == code),
+                "{aws_code}"
+            );
+        }
+        assert_eq!(
+            first(err(
+                "SignatureDoesNotMatch",
+                "Signature expired: 20220127T001427Z is now earlier than 20220127T014428Z (20220127T015928Z - 15 min.)"
+            )),
+            ProbeOutcome::ClockSkew { skew_seconds: -6301 }
+        );
+        assert!(matches!(
+            first(err("NotFound", "m")),
+            ProbeOutcome::Unreachable { .. }
+        ));
+        assert!(matches!(
+            first(aws::AwsError::Transport("connection refused".into())),
+            ProbeOutcome::Unreachable { .. }
+        ));
+    }
+}
