@@ -401,7 +401,27 @@ fn doctor_sees_clock_skew_and_expired_tokens() {
             .map(|s| (s + 7200).abs() < 60),
         Some(true)
     );
-    assert_no_secret(&[&r1, &r2], &[&tsecret, &token, &dave_secret]);
+    // A server seven minutes ahead still accepts the key, and the doctor measures the skew from its
+    // `Date` header: a warning, with the identity.
+    let c = Server::start(&dir, 420);
+    let (code, v, r3) = doctor_json(h.path(), &c.url);
+    assert_eq!(code, 0, "{v}");
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "clock-skew")
+        .unwrap_or_else(|| panic!("no clock-skew finding: {v}"));
+    assert_eq!(f["severity"], "warning");
+    assert!(v["identity"]["arn"].as_str().is_some_and(|a| a.ends_with(":user/dave")), "{v}");
+    assert_eq!(
+        v["probe"]["clock_skew_seconds"]
+            .as_i64()
+            .map(|s| (s + 420).abs() < 30),
+        Some(true),
+        "{v}"
+    );
+    assert_no_secret(&[&r1, &r2, &r3], &[&tsecret, &token, &dave_secret]);
 }
 
 #[test]

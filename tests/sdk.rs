@@ -22,9 +22,17 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .env("KEYWARD_ROOT_ACCESS_KEY_ID", ROOT_KEY_ID)
             .env("KEYWARD_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
@@ -46,11 +54,26 @@ impl Server {
         }
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
     }
 
-    async fn config(&self, key_id: &str, secret: &str, token: Option<&str>) -> aws_config::SdkConfig {
-        let creds = Credentials::new(key_id, secret, token.map(str::to_owned), None, "keyward-test");
+    async fn config(
+        &self,
+        key_id: &str,
+        secret: &str,
+        token: Option<&str>,
+    ) -> aws_config::SdkConfig {
+        let creds = Credentials::new(
+            key_id,
+            secret,
+            token.map(str::to_owned),
+            None,
+            "keyward-test",
+        );
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.url)
             .region(aws_config::Region::new("eu-central-1"))
@@ -80,38 +103,97 @@ impl Drop for Server {
 async fn rust_sdk_full_key_lifecycle() {
     let s = Server::start();
     let root_sts = s.sts(ROOT_KEY_ID, ROOT_SECRET, None).await;
-    let me = root_sts.get_caller_identity().send().await.expect("root identity");
+    let me = root_sts
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("root identity");
     assert_eq!(me.account(), Some(ACCOUNT));
-    assert_eq!(me.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:root").as_str()));
+    assert_eq!(
+        me.arn(),
+        Some(format!("arn:aws:iam::{ACCOUNT}:root").as_str())
+    );
     assert_eq!(me.user_id(), Some(ACCOUNT));
 
     let iam = s.iam(ROOT_KEY_ID, ROOT_SECRET).await;
-    let user = iam.create_user().user_name("sdk-user").path("/sdk/").send().await.expect("create user");
+    let user = iam
+        .create_user()
+        .user_name("sdk-user")
+        .path("/sdk/")
+        .send()
+        .await
+        .expect("create user");
     let user = user.user().expect("user");
-    assert_eq!(user.arn(), format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user"));
+    assert_eq!(
+        user.arn(),
+        format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user")
+    );
     assert!(user.user_id().starts_with("AIDA"));
 
-    let key = iam.create_access_key().user_name("sdk-user").send().await.expect("create key");
+    let key = iam
+        .create_access_key()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect("create key");
     let key = key.access_key().expect("key");
-    let (kid, secret) = (key.access_key_id().to_owned(), key.secret_access_key().to_owned());
+    let (kid, secret) = (
+        key.access_key_id().to_owned(),
+        key.secret_access_key().to_owned(),
+    );
     assert!(kid.starts_with("AKIA") && kid.len() == 20 && secret.len() == 40);
 
     let user_sts = s.sts(&kid, &secret, None).await;
-    let ident = user_sts.get_caller_identity().send().await.expect("user identity");
-    assert_eq!(ident.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str()));
-    let info = user_sts.get_access_key_info().access_key_id(&kid).send().await.expect("key info");
+    let ident = user_sts
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("user identity");
+    assert_eq!(
+        ident.arn(),
+        Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str())
+    );
+    let info = user_sts
+        .get_access_key_info()
+        .access_key_id(&kid)
+        .send()
+        .await
+        .expect("key info");
     assert_eq!(info.account(), Some(ACCOUNT));
 
     // Temporary credentials work, and identify the user.
-    let session = user_sts.get_session_token().duration_seconds(900).send().await.expect("session");
+    let session = user_sts
+        .get_session_token()
+        .duration_seconds(900)
+        .send()
+        .await
+        .expect("session");
     let c = session.credentials().expect("credentials");
     assert!(c.access_key_id().starts_with("ASIA"));
-    let temp = s.sts(c.access_key_id(), c.secret_access_key(), Some(c.session_token())).await;
-    let ident = temp.get_caller_identity().send().await.expect("session identity");
-    assert_eq!(ident.arn(), Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str()));
+    let temp = s
+        .sts(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token()),
+        )
+        .await;
+    let ident = temp
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("session identity");
+    assert_eq!(
+        ident.arn(),
+        Some(format!("arn:aws:iam::{ACCOUNT}:user/sdk/sdk-user").as_str())
+    );
 
     // A third key is over the limit (the second counts even when inactive).
-    let second = iam.create_access_key().user_name("sdk-user").send().await.expect("second key");
+    let second = iam
+        .create_access_key()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect("second key");
     let second_id = second.access_key().expect("key").access_key_id().to_owned();
     iam.update_access_key()
         .user_name("sdk-user")
@@ -120,9 +202,17 @@ async fn rust_sdk_full_key_lifecycle() {
         .send()
         .await
         .expect("deactivate second");
-    let err = iam.create_access_key().user_name("sdk-user").send().await.expect_err("limit");
+    let err = iam
+        .create_access_key()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect_err("limit");
     assert_eq!(err.code(), Some("LimitExceeded"));
-    assert_eq!(err.message(), Some("Cannot exceed quota for AccessKeysPerUser: 2"));
+    assert_eq!(
+        err.message(),
+        Some("Cannot exceed quota for AccessKeysPerUser: 2")
+    );
 
     // Deactivated: InvalidClientTokenId.
     iam.update_access_key()
@@ -132,34 +222,74 @@ async fn rust_sdk_full_key_lifecycle() {
         .send()
         .await
         .expect("deactivate");
-    let err = user_sts.get_caller_identity().send().await.expect_err("inactive key refused");
+    let err = user_sts
+        .get_caller_identity()
+        .send()
+        .await
+        .expect_err("inactive key refused");
     assert_eq!(err.code(), Some("InvalidClientTokenId"));
-    assert_eq!(err.message(), Some("The security token included in the request is invalid."));
+    assert_eq!(
+        err.message(),
+        Some("The security token included in the request is invalid.")
+    );
 
     // Deleted user: NoSuchEntity after its keys are gone; DeleteConflict before.
-    let err = iam.delete_user().user_name("sdk-user").send().await.expect_err("conflict");
+    let err = iam
+        .delete_user()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect_err("conflict");
     assert_eq!(err.code(), Some("DeleteConflict"));
     for k in [&kid, &second_id] {
-        iam.delete_access_key().user_name("sdk-user").access_key_id(k).send().await.expect("delete key");
+        iam.delete_access_key()
+            .user_name("sdk-user")
+            .access_key_id(k)
+            .send()
+            .await
+            .expect("delete key");
     }
-    iam.delete_user().user_name("sdk-user").send().await.expect("delete user");
-    let err = iam.get_user().user_name("sdk-user").send().await.expect_err("gone");
+    iam.delete_user()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect("delete user");
+    let err = iam
+        .get_user()
+        .user_name("sdk-user")
+        .send()
+        .await
+        .expect_err("gone");
     assert_eq!(err.code(), Some("NoSuchEntity"));
 }
 
 #[tokio::test]
 async fn rust_sdk_wrong_secret_unknown_key_and_pagination() {
     let s = Server::start();
-    let wrong = s.sts(ROOT_KEY_ID, &ROOT_SECRET.replace('w', "x"), None).await;
-    let err = wrong.get_caller_identity().send().await.expect_err("wrong secret");
+    let wrong = s
+        .sts(ROOT_KEY_ID, &ROOT_SECRET.replace('w', "x"), None)
+        .await;
+    let err = wrong
+        .get_caller_identity()
+        .send()
+        .await
+        .expect_err("wrong secret");
     assert_eq!(err.code(), Some("SignatureDoesNotMatch"));
     let unknown = s.sts("AKIARZPUZDIKAAAAAAAB", ROOT_SECRET, None).await;
-    let err = unknown.get_caller_identity().send().await.expect_err("unknown key");
+    let err = unknown
+        .get_caller_identity()
+        .send()
+        .await
+        .expect_err("unknown key");
     assert_eq!(err.code(), Some("InvalidClientTokenId"));
 
     let iam = s.iam(ROOT_KEY_ID, ROOT_SECRET).await;
     for i in 0..5 {
-        iam.create_user().user_name(format!("p{i}")).send().await.expect("create");
+        iam.create_user()
+            .user_name(format!("p{i}"))
+            .send()
+            .await
+            .expect("create");
     }
     let names: Vec<String> = iam
         .list_users()
@@ -174,6 +304,11 @@ async fn rust_sdk_wrong_secret_unknown_key_and_pagination() {
         .map(|u| u.user_name().to_owned())
         .collect();
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
-    let err = iam.get_user().user_name("bad name!").send().await.expect_err("validation");
+    let err = iam
+        .get_user()
+        .user_name("bad name!")
+        .send()
+        .await
+        .expect_err("validation");
     assert_eq!(err.code(), Some("ValidationError"));
 }

@@ -203,7 +203,7 @@ impl App {
                 return self.error_response(&err, dialect, &rid);
             }
         };
-        match self
+        let mut resp = match self
             .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now)
             .await
         {
@@ -217,7 +217,15 @@ impl App {
                 response(StatusCode::OK, ct, &rid, dialect, Bytes::from(body))
             }
             Err(e) => self.error_response(&e, dialect, &rid),
+        };
+        if self.config.clock_offset_secs != 0 {
+            // A server told to run off-clock shows that clock in `Date` too, as a skewed host would,
+            // so clients that measure skew from `Date` (the doctor, SDKs) see it.
+            if let Ok(v) = HeaderValue::from_str(&keyward_protocol::time::http_date(now)) {
+                resp.headers_mut().insert(http::header::DATE, v);
+            }
         }
+        resp
     }
 
     async fn dispatch(
