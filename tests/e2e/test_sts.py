@@ -148,3 +148,20 @@ def test_deleted_user_sessions_are_refused(server):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]).get_caller_identity()
     assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+
+
+def test_presigned_get_caller_identity(server):
+    """The presigned STS URL that EKS tokens and Vault's IAM auth are built on."""
+    from test_auth import raw
+
+    sts = server.client("sts")
+    url = sts.generate_presigned_url("get_caller_identity", ExpiresIn=60, HttpMethod="GET")
+    status, _, body = raw(server, method="GET", path=url[len(server.url):])
+    assert status == 200 and f"<Arn>arn:aws:iam::{ACCOUNT}:root</Arn>" in body, body
+    # Signed for POST (the model's method), used with POST.
+    url = sts.generate_presigned_url("get_caller_identity", ExpiresIn=60)
+    status, _, body = raw(server, method="POST", path=url[len(server.url):])
+    assert status == 200, body
+    # The same URL with another method does not verify.
+    status, _, body = raw(server, method="GET", path=url[len(server.url):])
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
