@@ -413,7 +413,12 @@ fn doctor_sees_clock_skew_and_expired_tokens() {
         .find(|f| f["code"] == "clock-skew")
         .unwrap_or_else(|| panic!("no clock-skew finding: {v}"));
     assert_eq!(f["severity"], "warning");
-    assert!(v["identity"]["arn"].as_str().is_some_and(|a| a.ends_with(":user/dave")), "{v}");
+    assert!(
+        v["identity"]["arn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":user/dave")),
+        "{v}"
+    );
     assert_eq!(
         v["probe"]["clock_skew_seconds"]
             .as_i64()

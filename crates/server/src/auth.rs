@@ -212,7 +212,7 @@ pub async fn authenticate(
                     .get_user(&claims.account_id, name)
                     .await
                     .map_err(|e| app.store_error(e))?
-                    .ok_or_else(|| ApiError::invalid_client_token_id())?;
+                    .ok_or_else(ApiError::invalid_client_token_id)?;
                 Identity::User {
                     arn: user_arn(&claims.account_id, &user.path, &user.name),
                     name: user.name,
