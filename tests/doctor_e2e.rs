@@ -2,56 +2,28 @@
 //! `keyward serve` on a loopback port, both run as the real binary.
 
 use keyward_doctor::aws::{xml_blocks, xml_text, Client, Credentials};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ACCOUNT: &str = "123456789012";
-const ROOT_KEY_ID: &str = "AKIARZPUZDIKAAAAAAAA";
-const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+mod common;
+use common::{Process, ACCOUNT, ROOT_KEY_ID, ROOT_SECRET};
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
 struct Server {
-    child: Child,
+    _process: Process,
     url: String,
 }
 
 impl Server {
     fn start(data_dir: &Path, clock_offset: i64) -> Server {
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .arg(format!("--clock-offset={clock_offset}"))
-            .env("KEYWARD_ROOT_ACCESS_KEY_ID", ROOT_KEY_ID)
-            .env("KEYWARD_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
-            .env("KEYWARD_ACCOUNT_ID", ACCOUNT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start keyward");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "keyward did not start");
-            match lines.next() {
-                Some(Ok(l)) if l.contains("listening on") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("keyward exited before listening"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let process = Process::start(data_dir, &[format!("--clock-offset={clock_offset}")]);
+        let url = process.url.clone();
         Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            url,
         }
     }
 
@@ -99,13 +71,6 @@ impl Server {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,18 +3,12 @@
 
 use aws_credential_types::Credentials;
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-const ACCOUNT: &str = "123456789012";
-// AKIA + base32 of (account / 2 + 2^39) + 'A' (even account) + padding: encodes ACCOUNT.
-const ROOT_KEY_ID: &str = "AKIARZPUZDIKAAAAAAAA";
-const ROOT_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+mod common;
+use common::{Process, ACCOUNT, ROOT_KEY_ID, ROOT_SECRET};
 
 struct Server {
-    child: Child,
+    _process: Process,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -22,41 +16,11 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .env("KEYWARD_ROOT_ACCESS_KEY_ID", ROOT_KEY_ID)
-            .env("KEYWARD_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
-            .env("KEYWARD_ACCOUNT_ID", ACCOUNT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start keyward");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "keyward did not start");
-            match lines.next() {
-                Some(Ok(l)) if l.contains("listening on") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("keyward exited before listening"),
-            }
-        }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let process = Process::start(&dir.path().join("data"), &[]);
+        let url = process.url.clone();
         Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            url,
             _dir: dir,
         }
     }
@@ -89,13 +53,6 @@ impl Server {
 
     async fn iam(&self, key_id: &str, secret: &str) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.config(key_id, secret, None).await)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -358,14 +358,7 @@ pub(crate) async fn handle(
                 IAM_NS,
                 rid,
                 Some(&|w| {
-                    w.open("Tags");
-                    for t in &tags {
-                        w.open("member")
-                            .elem("Key", &t.key)
-                            .elem("Value", &t.value)
-                            .close("member");
-                    }
-                    w.close("Tags");
+                    write_tags(w, &tags);
                     w.elem("IsTruncated", "false");
                 }),
             ))
