@@ -106,16 +106,7 @@ fn signer_round_trip_over_the_corpus_with_mutations() {
                 .unwrap()
                 .as_secs()
                 + 3600;
-            let q = sign::presign_v2(
-                shape.method,
-                &path,
-                &query,
-                &HeaderMap::new(),
-                expires,
-                common::AKID,
-                &s,
-                token,
-            );
+            let q = sign::presign_v2(shape.method, &path, &query, &HeaderMap::new(), expires, &p);
             let w = common::Wire {
                 method: shape.method.into(),
                 path,
