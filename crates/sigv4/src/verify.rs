@@ -75,6 +75,10 @@ fn minus_15(t: SystemTime) -> SystemTime {
     t.checked_sub(MAX_SKEW).unwrap_or(UNIX_EPOCH)
 }
 
+fn plus(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).unwrap_or(t)
+}
+
 impl VerifyError {
     /// The message AWS gives the client (IAM/STS wording; S3 uses its own codes for some, see the docs).
     pub fn message(&self) -> String {
@@ -87,7 +91,7 @@ impl VerifyError {
             ),
             VerifyError::TooSkewed { request_time, server_time, future: true } => format!(
                 "Signature not yet current: {request_time} is still later than {} ({} + 15 min.)",
-                format_amz_date(*server_time + MAX_SKEW),
+                format_amz_date(plus(*server_time, MAX_SKEW)),
                 format_amz_date(*server_time)
             ),
             VerifyError::PresignedExpired { .. } => "Request has expired".to_owned(),
@@ -256,14 +260,14 @@ impl V4Auth {
     fn check_time(&self, now: SystemTime) -> Result<(), VerifyError> {
         match self.expires {
             None => {
-                if now > self.time + MAX_SKEW {
+                if now > plus(self.time, MAX_SKEW) {
                     return Err(VerifyError::TooSkewed {
                         request_time: self.amz_date.clone(),
                         server_time: now,
                         future: false,
                     });
                 }
-                if self.time > now + MAX_SKEW {
+                if self.time > plus(now, MAX_SKEW) {
                     return Err(VerifyError::TooSkewed {
                         request_time: self.amz_date.clone(),
                         server_time: now,
@@ -272,13 +276,13 @@ impl V4Auth {
                 }
             }
             Some(expires) => {
-                if self.time > now + MAX_SKEW {
+                if self.time > plus(now, MAX_SKEW) {
                     return Err(VerifyError::PresignedNotYetValid {
                         request_time: self.amz_date.clone(),
                         server_time: now,
                     });
                 }
-                let expired_at = self.time + Duration::from_secs(u64::from(expires));
+                let expired_at = plus(self.time, Duration::from_secs(u64::from(expires)));
                 if now > expired_at {
                     return Err(VerifyError::PresignedExpired {
                         request_time: self.amz_date.clone(),
