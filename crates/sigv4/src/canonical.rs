@@ -129,12 +129,30 @@ pub(crate) fn canonical_uri(path: &str, mode: PathMode, out: &mut Vec<u8>) {
             }
         }
         PathMode::Normalized => {
-            let normalized = normalize_path(path);
-            uri_encode(&normalized, true, out);
+            if needs_normalization(path) {
+                uri_encode(&normalize_path(path), true, out);
+            } else {
+                uri_encode(path, true, out);
+            }
         }
         #[cfg(test)]
         PathMode::Unnormalized => uri_encode(path, true, out),
     }
+}
+
+/// Whether [`normalize_path`] would change `path`: an empty, `.` or `..` segment, or no leading `/`.
+fn needs_normalization(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return true;
+    };
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if matches!(seg, b"." | b"..") || (seg.is_empty() && !last) {
+            return true;
+        }
+    }
+    false
 }
 
 /// RFC 3986 remove-dot-segments plus collapsing of empty segments, as botocore and AWS do for every
@@ -283,7 +301,11 @@ pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u
     s.push('\n');
     s.push_str(scope);
     s.push('\n');
-    s.push_str(&sha256_hex(canonical_request));
+    let mut hex_buf = [0u8; 64];
+    // Encoding 32 bytes into 64 always fits.
+    if hex::encode_to_slice(Sha256::digest(canonical_request), &mut hex_buf).is_ok() {
+        s.push_str(std::str::from_utf8(&hex_buf).unwrap_or_default());
+    }
     s
 }
 
@@ -313,6 +335,32 @@ mod tests {
         assert_eq!(uri("/..", PathMode::Normalized), "/");
         assert_eq!(uri("", PathMode::Normalized), "/");
         assert_eq!(uri("/a/.", PathMode::Normalized), "/a");
+    }
+
+    #[test]
+    fn normalization_fast_path_agrees() {
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b",
+            "//",
+            "/a//b",
+            "/./",
+            "/a/..",
+            "/a/.",
+            "a",
+            "",
+            "/.a/..b/c.",
+            "/a/b/",
+        ] {
+            let fast = !needs_normalization(p.as_bytes());
+            if fast {
+                assert_eq!(normalize_path(p.as_bytes()), p.as_bytes(), "{p}");
+            }
+        }
+        assert!(!needs_normalization(b"/a/b/"));
+        assert!(needs_normalization(b"/a//b"));
     }
 
     #[test]
