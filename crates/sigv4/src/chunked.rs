@@ -468,7 +468,7 @@ impl ChunkDecoder {
         if !self.signed {
             return Ok(());
         }
-        let hash = hex::encode(std::mem::take(&mut self.chunk_hasher).finalize());
+        let hash = crate::canonical::to_hex(&std::mem::take(&mut self.chunk_hasher).finalize());
         let expected = chunk_signature(
             &self.streaming.key,
             &self.streaming.amz_date,
@@ -540,7 +540,7 @@ pub(crate) fn trailer_signature(
         canonical.push_str(v);
         canonical.push('\n');
     }
-    let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+    let hash = crate::canonical::to_hex(&Sha256::digest(canonical.as_bytes()));
     let sts = format!("AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{previous}\n{hash}");
     key.sign(sts.as_bytes())
 }

@@ -251,7 +251,7 @@ pub fn aws_chunked_signed(
     let mut chunks: Vec<&[u8]> = data.chunks(chunk_size.max(1)).collect();
     chunks.push(&[]);
     for chunk in chunks {
-        let hash = hex::encode(Sha256::digest(chunk));
+        let hash = crate::canonical::to_hex(&Sha256::digest(chunk));
         let sig = chunk_signature(&key, &amz_date, &scope, &previous, &hash);
         out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", chunk.len()).as_bytes());
         if !chunk.is_empty() || trailers.is_none() {
