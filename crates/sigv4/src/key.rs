@@ -253,6 +253,25 @@ mod tests {
     }
 
     #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<SigningKeyCache>();
+        check::<SecretKey>();
+        check::<crate::Verified>();
+        check::<crate::ChunkDecoder>();
+        check::<crate::SignedRequest>();
+    }
+
+    #[test]
+    fn ct_bytes_eq_compares_everything() {
+        assert!(ct_bytes_eq(b"", b""));
+        assert!(ct_bytes_eq(b"abc", b"abc"));
+        assert!(!ct_bytes_eq(b"abc", b"abd"));
+        assert!(!ct_bytes_eq(b"xbc", b"abc"));
+        assert!(!ct_bytes_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
     fn signature_ct_eq() {
         assert!(Signature::new("abc").ct_eq(&Signature::new("abc")));
         assert!(!Signature::new("abc").ct_eq(&Signature::new("abd")));
