@@ -94,6 +94,7 @@ pub fn chunked_body(data: &[u8]) {
             scope: "20130524/us-east-1/s3/aws4_request".into(),
             mode,
             decoded_length: Some(body.len() as u64),
+            trailer_name: None,
         };
         let mut d = ChunkDecoder::new(state)
             .with_max_chunk_size(1 << 16)

@@ -245,6 +245,11 @@ impl V4Auth {
                         .get("x-amz-decoded-content-length")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok()),
+                    trailer_name: req
+                        .headers
+                        .get("x-amz-trailer")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
                 })
             }
             _ => None,
