@@ -518,6 +518,13 @@ impl ChunkDecoder {
     }
 }
 
+/// Base64 of the named checksum (`x-amz-checksum-crc32`, ...) of `data`, as a trailer carries it.
+pub(crate) fn checksum_base64(name: &str, data: &[u8]) -> Option<String> {
+    let mut c = Checksum::for_trailer(name)?;
+    c.update(data);
+    Some(c.base64())
+}
+
 /// The signature of one chunk, chained from `previous`.
 pub(crate) fn chunk_signature(
     key: &SigningKey,
