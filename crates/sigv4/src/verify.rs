@@ -118,7 +118,12 @@ impl fmt::Display for VerifyError {
 impl std::error::Error for VerifyError {}
 
 /// Proof that a request's signature was verified. Only this crate constructs it, so code that needs an
-/// authenticated identity cannot skip verification.
+/// authenticated identity cannot skip verification:
+///
+/// ```compile_fail
+/// // Private fields: no way to make one outside keyward-sigv4.
+/// let v = keyward_sigv4::Verified { access_key_id: "AKID".into(), scope: None, session_token: None, streaming: None };
+/// ```
 pub struct Verified {
     access_key_id: String,
     scope: Option<CredentialScope>,
