@@ -105,6 +105,8 @@ pub(crate) struct StreamingState {
     pub(crate) scope: String,
     pub(crate) mode: PayloadMode,
     pub(crate) decoded_length: Option<u64>,
+    /// The request's `x-amz-trailer` (the checksum trailer it announces), checked at `finish`.
+    pub(crate) trailer_name: Option<String>,
 }
 
 /// The checksum algorithms a trailer can carry.
@@ -227,7 +229,7 @@ impl ChunkDecoder {
             PayloadMode::StreamingSigned { trailer } => (true, trailer),
             _ => (false, true),
         };
-        ChunkDecoder {
+        let mut d = ChunkDecoder {
             previous_signature: streaming.seed.clone(),
             streaming,
             signed,
@@ -244,11 +246,16 @@ impl ChunkDecoder {
             trailer_signature: None,
             checksum: None,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+        };
+        if let Some(name) = d.streaming.trailer_name.clone() {
+            d = d.expect_checksum_trailer(&name);
         }
+        d
     }
 
-    /// Verifies the named checksum trailer (`x-amz-checksum-crc32`, `-crc32c`, `-sha1` or `-sha256`,
-    /// from the request's `x-amz-trailer` header) against the decoded data. Unknown names are not checked.
+    /// Verifies the named checksum trailer (`x-amz-checksum-crc32`, `-crc32c`, `-sha1` or `-sha256`)
+    /// against the decoded data. Set from the request's `x-amz-trailer` header by
+    /// [`crate::Verified::chunk_decoder`]; unknown names (e.g. `x-amz-checksum-crc64nvme`) are not checked.
     pub fn expect_checksum_trailer(mut self, name: &str) -> Self {
         let name = name.trim().to_ascii_lowercase();
         self.checksum = Checksum::for_trailer(&name).map(|c| (name, c));
@@ -468,7 +475,7 @@ impl ChunkDecoder {
         if !self.signed {
             return Ok(());
         }
-        let hash = hex::encode(std::mem::take(&mut self.chunk_hasher).finalize());
+        let hash = crate::canonical::to_hex(&std::mem::take(&mut self.chunk_hasher).finalize());
         let expected = chunk_signature(
             &self.streaming.key,
             &self.streaming.amz_date,
@@ -511,6 +518,13 @@ impl ChunkDecoder {
     }
 }
 
+/// Base64 of the named checksum (`x-amz-checksum-crc32`, ...) of `data`, as a trailer carries it.
+pub(crate) fn checksum_base64(name: &str, data: &[u8]) -> Option<String> {
+    let mut c = Checksum::for_trailer(name)?;
+    c.update(data);
+    Some(c.base64())
+}
+
 /// The signature of one chunk, chained from `previous`.
 pub(crate) fn chunk_signature(
     key: &SigningKey,
@@ -540,7 +554,7 @@ pub(crate) fn trailer_signature(
         canonical.push_str(v);
         canonical.push('\n');
     }
-    let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+    let hash = crate::canonical::to_hex(&Sha256::digest(canonical.as_bytes()));
     let sts = format!("AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{previous}\n{hash}");
     key.sign(sts.as_bytes())
 }

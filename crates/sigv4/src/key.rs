@@ -31,7 +31,7 @@ impl SecretKey {
     }
 
     fn ct_eq(&self, other: &SecretKey) -> bool {
-        self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+        ct_bytes_eq(self.0.as_bytes(), other.0.as_bytes())
     }
 }
 
@@ -59,8 +59,19 @@ impl Signature {
 
     /// Constant-time equality (the length is not secret and is compared first).
     pub fn ct_eq(&self, other: &Signature) -> bool {
-        self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+        ct_bytes_eq(self.0.as_bytes(), other.0.as_bytes())
     }
+}
+
+/// Constant-time equality of two byte strings of public length: the differences are OR-ed together
+/// without branching and only the final byte goes through `subtle` (one optimisation barrier instead
+/// of one per byte, which cost 6% of a verify).
+pub(crate) fn ct_bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    bool::from(diff.ct_eq(&0u8))
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -108,7 +119,7 @@ impl SigningKey {
 
     /// Hex HMAC of `data` under this key: the signature of a string to sign.
     pub(crate) fn sign(&self, data: &[u8]) -> String {
-        hex::encode(hmac_sha256(&self.0, data))
+        crate::canonical::to_hex(&hmac_sha256(&self.0, data))
     }
 }
 
@@ -236,9 +247,28 @@ mod tests {
         let s = SecretKey::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into());
         let k = SigningKey::derive(&s, "20120215", "us-east-1", "iam");
         assert_eq!(
-            hex::encode(k.0),
+            crate::canonical::to_hex(&k.0),
             "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
         );
+    }
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<SigningKeyCache>();
+        check::<SecretKey>();
+        check::<crate::Verified>();
+        check::<crate::ChunkDecoder>();
+        check::<crate::SignedRequest>();
+    }
+
+    #[test]
+    fn ct_bytes_eq_compares_everything() {
+        assert!(ct_bytes_eq(b"", b""));
+        assert!(ct_bytes_eq(b"abc", b"abc"));
+        assert!(!ct_bytes_eq(b"abc", b"abd"));
+        assert!(!ct_bytes_eq(b"xbc", b"abc"));
+        assert!(!ct_bytes_eq(b"abc", b"abcd"));
     }
 
     #[test]

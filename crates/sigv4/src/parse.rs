@@ -357,7 +357,7 @@ impl ParseError {
                 "The request carries more than one Authorization header.".to_owned()
             }
             ParseError::InvalidEncoding { name } => format!("{name} is not valid UTF-8 text."),
-            ParseError::UnsupportedAlgorithm { query: false, .. } => "Unsupported Authorization Type".to_owned(),
+            ParseError::UnsupportedAlgorithm { algorithm, query: false } => format!("Unsupported AWS 'algorithm': '{algorithm}'"),
             ParseError::UnsupportedAlgorithm { query: true, .. } => {
                 "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"".to_owned()
             }

@@ -199,19 +199,18 @@ pub fn presign(
 
 /// Presigns an S3 request with SigV2 query authentication (as botocore does by default in some regions):
 /// returns the full query string (existing `query`, then `AWSAccessKeyId`, `Signature`, `Expires`, and
-/// `x-amz-security-token` with a token). `path` is path-style (`/bucket/key`), as sent.
+/// `x-amz-security-token` with a token). `path` is path-style (`/bucket/key`), as sent. Only the key id,
+/// secret and token of `params` are used; `expires_epoch` is in seconds since the Unix epoch.
 pub fn presign_v2(
     method: &str,
     path: &str,
     query: &str,
     headers: &HeaderMap,
     expires_epoch: u64,
-    access_key_id: &str,
-    secret: &SecretKey,
-    session_token: Option<&str>,
+    params: &SigningParams<'_>,
 ) -> String {
     let mut q = query.to_owned();
-    if let Some(token) = session_token {
+    if let Some(token) = params.session_token {
         push_param(&mut q, "x-amz-security-token", token);
     }
     let expires = expires_epoch.to_string();
@@ -224,12 +223,12 @@ pub fn presign_v2(
         },
         &expires,
     );
-    let signature = v2_sign(secret, &sts);
+    let signature = v2_sign(params.secret, &sts);
     let mut out = query.to_owned();
-    push_param(&mut out, "AWSAccessKeyId", access_key_id);
+    push_param(&mut out, "AWSAccessKeyId", params.access_key_id);
     push_param(&mut out, "Signature", &signature);
     push_param(&mut out, "Expires", &expires);
-    if let Some(token) = session_token {
+    if let Some(token) = params.session_token {
         push_param(&mut out, "x-amz-security-token", token);
     }
     out
@@ -252,7 +251,7 @@ pub fn aws_chunked_signed(
     let mut chunks: Vec<&[u8]> = data.chunks(chunk_size.max(1)).collect();
     chunks.push(&[]);
     for chunk in chunks {
-        let hash = hex::encode(Sha256::digest(chunk));
+        let hash = crate::canonical::to_hex(&Sha256::digest(chunk));
         let sig = chunk_signature(&key, &amz_date, &scope, &previous, &hash);
         out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", chunk.len()).as_bytes());
         if !chunk.is_empty() || trailers.is_none() {

@@ -349,6 +349,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
+#[allow(clippy::too_many_arguments)]
 fn doc_case(
     method: &str,
     path: &str,

@@ -75,6 +75,10 @@ fn minus_15(t: SystemTime) -> SystemTime {
     t.checked_sub(MAX_SKEW).unwrap_or(UNIX_EPOCH)
 }
 
+fn plus(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).unwrap_or(t)
+}
+
 impl VerifyError {
     /// The message AWS gives the client (IAM/STS wording; S3 uses its own codes for some, see the docs).
     pub fn message(&self) -> String {
@@ -87,7 +91,7 @@ impl VerifyError {
             ),
             VerifyError::TooSkewed { request_time, server_time, future: true } => format!(
                 "Signature not yet current: {request_time} is still later than {} ({} + 15 min.)",
-                format_amz_date(*server_time + MAX_SKEW),
+                format_amz_date(plus(*server_time, MAX_SKEW)),
                 format_amz_date(*server_time)
             ),
             VerifyError::PresignedExpired { .. } => "Request has expired".to_owned(),
@@ -114,7 +118,12 @@ impl fmt::Display for VerifyError {
 impl std::error::Error for VerifyError {}
 
 /// Proof that a request's signature was verified. Only this crate constructs it, so code that needs an
-/// authenticated identity cannot skip verification.
+/// authenticated identity cannot skip verification:
+///
+/// ```compile_fail
+/// // Private fields: no way to make one outside keyward-sigv4.
+/// let v = keyward_sigv4::Verified { access_key_id: "AKID".into(), scope: None, session_token: None, streaming: None };
+/// ```
 pub struct Verified {
     access_key_id: String,
     scope: Option<CredentialScope>,
@@ -241,6 +250,11 @@ impl V4Auth {
                         .get("x-amz-decoded-content-length")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok()),
+                    trailer_name: req
+                        .headers
+                        .get("x-amz-trailer")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
                 })
             }
             _ => None,
@@ -256,14 +270,14 @@ impl V4Auth {
     fn check_time(&self, now: SystemTime) -> Result<(), VerifyError> {
         match self.expires {
             None => {
-                if now > self.time + MAX_SKEW {
+                if now > plus(self.time, MAX_SKEW) {
                     return Err(VerifyError::TooSkewed {
                         request_time: self.amz_date.clone(),
                         server_time: now,
                         future: false,
                     });
                 }
-                if self.time > now + MAX_SKEW {
+                if self.time > plus(now, MAX_SKEW) {
                     return Err(VerifyError::TooSkewed {
                         request_time: self.amz_date.clone(),
                         server_time: now,
@@ -272,13 +286,13 @@ impl V4Auth {
                 }
             }
             Some(expires) => {
-                if self.time > now + MAX_SKEW {
+                if self.time > plus(now, MAX_SKEW) {
                     return Err(VerifyError::PresignedNotYetValid {
                         request_time: self.amz_date.clone(),
                         server_time: now,
                     });
                 }
-                let expired_at = self.time + Duration::from_secs(u64::from(expires));
+                let expired_at = plus(self.time, Duration::from_secs(u64::from(expires)));
                 if now > expired_at {
                     return Err(VerifyError::PresignedExpired {
                         request_time: self.amz_date.clone(),

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_sigv4::fuzzing::chunked_body(data));
