@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    Transaction,
+    TimeoutType, Transaction,
 };
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::error::SqlState;
@@ -143,8 +143,12 @@ fn unique_violation(e: &Fail) -> Option<&str> {
 
 fn pool_error(e: PoolError) -> StoreError {
     match e {
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::Unavailable(format!(
+            "no free PostgreSQL connection within {CALL_TIMEOUT:?} (pool of {POOL_SIZE} busy)"
+        )),
         PoolError::Timeout(_) => StoreError::Unavailable(format!(
-            "no PostgreSQL connection within {CALL_TIMEOUT:?} (server down or pool exhausted)"
+            "no answer from the PostgreSQL server within {CONNECT_TIMEOUT:?} (down, or not \
+             answering)"
         )),
         PoolError::Closed => StoreError::closed(),
         PoolError::Backend(e) => {

@@ -613,3 +613,32 @@ fn outage_is_unavailable_then_recovers_without_loss() {
         other.close().await.unwrap();
     });
 }
+
+/// A server that accepts connections but never answers: opening fails `Unavailable` within the
+/// connect bound instead of hanging.
+#[test]
+fn a_silent_server_is_unavailable_not_a_hang() {
+    run(false, async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock); // never read, never answered
+            }
+        });
+        let url = format!("postgres://keyward:pw@127.0.0.1:{port}/keyward");
+        let t0 = Instant::now();
+        let err = Store::open_postgres(&url, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            took < keyward_store::POSTGRES_CONNECT_TIMEOUT + Duration::from_secs(3),
+            "took {took:?}"
+        );
+        assert!(!err.to_string().contains(":pw@"), "{err}");
+        hold.abort();
+    });
+}
