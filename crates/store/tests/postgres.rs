@@ -642,3 +642,37 @@ fn a_silent_server_is_unavailable_not_a_hang() {
         hold.abort();
     });
 }
+
+/// A unix-socket host, as a `host=` parameter and as a percent-encoded URL host.
+#[test]
+fn unix_socket_urls() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let (Some(dir), Some(port)) = (
+            env("KEYWARD_TEST_PG_SOCKET_DIR"),
+            env("KEYWARD_TEST_PG_PORT"),
+        ) else {
+            assert!(
+                env("CI").is_none(),
+                "CI needs KEYWARD_TEST_PG_SOCKET_DIR/PORT"
+            );
+            return;
+        };
+        let url = fresh_database(&admin).await;
+        let db = url.rsplit_once('/').unwrap().1;
+        let encoded = dir.replace('/', "%2F");
+        for socket_url in [
+            format!("postgresql:///{db}?host={dir}&port={port}&user=postgres&sslmode=disable"),
+            format!("postgres://postgres@{encoded}:{port}/{db}"),
+        ] {
+            let store = Store::open(&socket_url, MasterKey::from_bytes(MASTER))
+                .await
+                .unwrap_or_else(|e| panic!("{socket_url}: {e}"));
+            store
+                .create_account(&format!("sock-{}", socket_url.len()), None)
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        }
+    });
+}
