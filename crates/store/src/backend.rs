@@ -9,8 +9,10 @@
 
 use async_trait::async_trait;
 
+use tokio::sync::broadcast;
+
 use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Tag, User};
-use crate::StoreError;
+use crate::{Change, StoreError};
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
@@ -119,6 +121,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// A counter that every committed change of accounts, users, keys or aliases increases
     /// (last-used updates excepted).
     async fn change_stamp(&self) -> Result<u64>;
+    /// Committed changes announced by any process sharing the database, if the engine can
+    /// announce them (an engine that cannot returns `None`; callers then poll `change_stamp`).
+    fn subscribe_changes(&self) -> Option<broadcast::Receiver<Change>> {
+        None
+    }
     /// Releases the engine's resources; later calls fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
 }

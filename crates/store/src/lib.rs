@@ -2,10 +2,11 @@
 //! secrets sealed at rest), account aliases and last-used data.
 //!
 //! [`Store`] is the one public handle: cheap to clone, `Send + Sync`, with an `async` API whose
-//! errors are typed ([`StoreError`]). Behind it sits a private engine trait; the embedded SQLite
-//! engine is the only one today ([`Store::open_sqlite`]) and a PostgreSQL engine can be added
-//! without changing this API: the engines store and enforce atomic invariants, while sealing,
-//! validation, pagination markers and last-used coalescing live here, once.
+//! errors are typed ([`StoreError`]). Behind it sits a private engine trait with two engines: the
+//! embedded SQLite one ([`Store::open_sqlite`]) and PostgreSQL ([`Store::open_postgres`]), which
+//! several `keyward serve` nodes can share; [`Store::open`] picks one from a database URL. The
+//! engines store and enforce atomic invariants, while sealing, validation, pagination markers and
+//! last-used coalescing live here, once.
 //!
 //! Secrets never reach an engine in clear: each is sealed with XChaCha20-Poly1305 under a key
 //! derived from the [`MasterKey`] for that purpose, with the access key id as associated data.
@@ -26,6 +27,7 @@
 mod backend;
 mod error;
 mod model;
+mod postgres;
 mod seal;
 mod sqlite;
 mod validate;
@@ -37,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use keyward_ids::{KeyKind, USER_ID_PREFIX};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::backend::{Backend, NewKey, NewUser};
 use crate::model::to_millis;
@@ -57,6 +59,101 @@ pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// The [`MasterKey::derive`] purpose of the key that seals secret access keys. Use other purposes
 /// for anything else (e.g. session tokens).
 pub const SECRETS_PURPOSE: &str = "keyward/store/secret-access-keys/v1";
+
+/// How long a PostgreSQL connection attempt may take before the call fails `Unavailable`.
+pub const POSTGRES_CONNECT_TIMEOUT: Duration = postgres::CONNECT_TIMEOUT;
+/// How long one PostgreSQL statement may run (lock waits included) before it is cancelled.
+pub const POSTGRES_STATEMENT_TIMEOUT: Duration = postgres::STATEMENT_TIMEOUT;
+/// The most a PostgreSQL-backed call may take in all (waiting for a pooled connection included)
+/// before it fails `Unavailable`.
+pub const POSTGRES_CALL_TIMEOUT: Duration = postgres::CALL_TIMEOUT;
+
+/// A committed change that caches of users and keys should act on, announced by any node sharing
+/// a PostgreSQL database (see [`Store::subscribe_changes`]).
+///
+/// On the wire it is the payload of `NOTIFY keyward_changes`, sent in the writing transaction (so
+/// only committed changes are seen): `key:<access key id>` or `user:<account id>:<user name>`,
+/// under 100 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// An access key was created, activated, deactivated or deleted.
+    AccessKey(String),
+    /// A user was created, renamed, moved, tagged, untagged or deleted; `name` is its name before
+    /// the change, as stored (compare ignoring ASCII case).
+    User {
+        /// The user's account.
+        account_id: String,
+        /// The user's name before the change.
+        name: String,
+    },
+    /// Changes may have been missed (the listening connection was (re)established, or an unknown
+    /// payload arrived): drop every cached entry. Always the first message once listening.
+    Resync,
+}
+
+impl Change {
+    /// The `NOTIFY` payload.
+    pub(crate) fn payload(&self) -> String {
+        match self {
+            Change::AccessKey(id) => format!("key:{id}"),
+            Change::User { account_id, name } => format!("user:{account_id}:{name}"),
+            Change::Resync => "resync".to_owned(),
+        }
+    }
+
+    /// Reads a `NOTIFY` payload; anything unknown is a [`Change::Resync`].
+    pub(crate) fn from_payload(payload: &str) -> Change {
+        if let Some(id) = payload.strip_prefix("key:") {
+            return Change::AccessKey(id.to_owned());
+        }
+        if let Some((account_id, name)) = payload
+            .strip_prefix("user:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            return Change::User {
+                account_id: account_id.to_owned(),
+                name: name.to_owned(),
+            };
+        }
+        Change::Resync
+    }
+}
+
+/// `url` with its password replaced by `***` (in the user-info part and in a `password=`
+/// parameter), for logs and error messages.
+pub fn mask_database_url(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let user = match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***"),
+                    None => userinfo.to_owned(),
+                };
+                format!("{scheme}://{user}{}", &rest[at..])
+            }
+            None => head.to_owned(),
+        },
+        None => head.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
 
 /// Options for opening a store.
 #[derive(Clone, Debug)]
@@ -121,6 +218,61 @@ impl Store {
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(db_path).await?;
+        let store = Store::with_backend(Box::new(backend), &master);
+        if let Some(every) = options.usage_flush_interval {
+            store.spawn_background_flush(every);
+        }
+        Ok(store)
+    }
+
+    /// Opens the store a database URL names: `sqlite:PATH` (also `sqlite://PATH`) or
+    /// `postgres://user:password@host:port/db` / `postgresql://...` (see [`Store::open_postgres`]).
+    /// Another scheme is `InvalidInput`; every error names the URL with its password masked.
+    pub async fn open(url: &str, master: MasterKey) -> Result<Store, StoreError> {
+        Store::open_with(url, master, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with options.
+    pub async fn open_with(
+        url: &str,
+        master: MasterKey,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Store::open_postgres_with(url, master, options).await;
+        }
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::InvalidInput(format!(
+                    "database URL {url}: no file path after sqlite:"
+                )));
+            }
+            return Store::open_sqlite_with(Path::new(path), master, options).await;
+        }
+        Err(StoreError::InvalidInput(format!(
+            "unsupported database URL {}: expected sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+            mask_database_url(url)
+        )))
+    }
+
+    /// Connects to PostgreSQL (`postgres://` or `postgresql://` URL, as libpq reads it: a unix
+    /// socket as `host=/run/postgresql` or a percent-encoded host, `sslmode=disable|prefer`,
+    /// `connect_timeout`, `options`...), applies pending migrations (one node at a time when
+    /// several start together) and starts the background last-used flush. An unreachable server
+    /// or a refused login fails `Unavailable` within [`POSTGRES_CONNECT_TIMEOUT`] and the error
+    /// names the URL with its password masked. Must be called within a tokio runtime.
+    pub async fn open_postgres(url: &str, master: MasterKey) -> Result<Store, StoreError> {
+        Store::open_postgres_with(url, master, StoreOptions::default()).await
+    }
+
+    /// [`Store::open_postgres`] with options.
+    pub async fn open_postgres_with(
+        url: &str,
+        master: MasterKey,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let backend = postgres::PgBackend::open(url).await?;
         let store = Store::with_backend(Box::new(backend), &master);
         if let Some(every) = options.usage_flush_interval {
             store.spawn_background_flush(every);
@@ -608,6 +760,18 @@ impl Store {
     /// seen when a cache was filled to know whether to drop the cache. One indexed read.
     pub async fn change_stamp(&self) -> Result<u64, StoreError> {
         self.backend().change_stamp().await
+    }
+
+    /// Changes committed by any node sharing the database (PostgreSQL: a LISTEN connection,
+    /// started at the first call, that reconnects by itself and sends [`Change::Resync`] each
+    /// time it is listening again). `None` for SQLite, whose users compare
+    /// [`Store::change_stamp`]. A receiver that lags gets `RecvError::Lagged`: treat it as a
+    /// resync. Must be called within a tokio runtime.
+    pub fn subscribe_changes(&self) -> Option<broadcast::Receiver<Change>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.backend().subscribe_changes()
     }
 
     /// Flushes pending last-used data, stops the background flush and closes the database. Later

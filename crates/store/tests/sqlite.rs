@@ -617,3 +617,25 @@ async fn a_new_flush_task_replaces_the_old_one() {
         .unwrap();
     other.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn open_by_url_and_no_change_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("by-url.db").display());
+    let store = Store::open(&url, MasterKey::from_bytes(MASTER))
+        .await
+        .unwrap();
+    store.create_account("by-url", None).await.unwrap();
+    // SQLite has no change notifications: callers compare change_stamp.
+    assert!(store.subscribe_changes().is_none());
+    store.close().await.unwrap();
+    let again = Store::open(&url, MasterKey::from_bytes(MASTER))
+        .await
+        .unwrap();
+    assert!(again.get_account_by_name("by-url").await.unwrap().is_some());
+    again.close().await.unwrap();
+    assert!(matches!(
+        Store::open("sqlite:", MasterKey::from_bytes(MASTER)).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+}

@@ -1,0 +1,678 @@
+//! The PostgreSQL engine on a real server: the shared suite, plus what only several nodes on one
+//! server can show (races across pools, migrations raced by starting nodes, change notifications,
+//! an outage and the recovery after it).
+//!
+//! The server comes from `KEYWARD_TEST_DATABASE_URL` (an admin URL: each test creates its own
+//! database). `scripts/with-postgres` starts a throwaway one and also exports
+//! `KEYWARD_TEST_PG_CTL`, `KEYWARD_TEST_PGDATA` and `KEYWARD_TEST_PG_LOG` for the outage test.
+//! Without the URL the tests are skipped with a loud message, and fail when `CI` is set.
+
+mod suite;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::process::Command;
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keyward_store::{
+    mask_database_url, Change, KeyStatus, MasterKey, Store, StoreError, StoreOptions,
+    POSTGRES_CALL_TIMEOUT,
+};
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+
+const MASTER: [u8; 32] = [0x5a; 32];
+
+/// Tests share one server; the outage test stops it, so it runs alone (write lock) while the
+/// others hold a read lock.
+static SERVER: RwLock<()> = RwLock::new(());
+
+fn run<F: Future<Output = ()>>(exclusive: bool, test: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if exclusive {
+        let _g = SERVER.write().unwrap_or_else(|p| p.into_inner());
+        rt.block_on(test);
+    } else {
+        let _g = SERVER.read().unwrap_or_else(|p| p.into_inner());
+        rt.block_on(test);
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The admin URL, or `None` (skip) outside CI; panics in CI.
+fn admin_url() -> Option<String> {
+    match env("KEYWARD_TEST_DATABASE_URL") {
+        Some(url) => Some(url),
+        None if env("CI").is_some() => panic!(
+            "KEYWARD_TEST_DATABASE_URL is not set and CI is: run the tests under \
+             scripts/with-postgres so the PostgreSQL engine is tested"
+        ),
+        None => {
+            // Written past the test harness's capture so that it shows without --nocapture.
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "\n*** SKIPPED: the PostgreSQL tests need KEYWARD_TEST_DATABASE_URL; run \
+                     `scripts/with-postgres cargo test -p keyward-store` ***\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// `url` with another database name.
+fn with_database(url: &str, db: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let (server, _) = head.rsplit_once('/').expect("URL with a database");
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A new empty database on the test server; its URL.
+async fn fresh_database(admin_url: &str) -> String {
+    let db = format!("kw_{}", keyward_ids::new_account_id());
+    admin(admin_url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    with_database(admin_url, &db)
+}
+
+async fn open(url: &str) -> Store {
+    Store::open_postgres_with(
+        url,
+        MasterKey::from_bytes(MASTER),
+        StoreOptions::default().usage_flush_interval(None),
+    )
+    .await
+    .unwrap()
+}
+
+#[test]
+fn postgres_suite() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let store = open(&fresh_database(&admin).await).await;
+        suite::test_suite(&store).await;
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn postgres_two_nodes() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let (a, b) = (open(&url).await, open(&url).await);
+        suite::two_handles(&a, &b).await;
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
+
+#[test]
+fn open_dispatches_on_the_url_scheme() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let pg = Store::open(&url, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap();
+        pg.create_account("via-url", None).await.unwrap();
+        assert!(pg.subscribe_changes().is_some());
+        pg.close().await.unwrap();
+        let postgresql = url.replacen("postgres://", "postgresql://", 1);
+        let pg2 = Store::open(&postgresql, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap();
+        assert!(pg2.get_account_by_name("via-url").await.unwrap().is_some());
+        pg2.close().await.unwrap();
+    });
+}
+
+/// Many clients on three nodes: never more than two keys per owner, exactly one user per name
+/// (ignoring case), exactly one winner when two renames race to one name.
+#[test]
+fn racing_creates_across_three_nodes() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let nodes = [open(&url).await, open(&url).await, open(&url).await];
+        let acct = nodes[0].create_account("race", None).await.unwrap().id;
+        for round in 0..3 {
+            let user = format!("racer{round}");
+            nodes[1].create_user(&acct, &user, "/", &[]).await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..24 {
+                let s = nodes[i % 3].clone();
+                let (acct, user) = (acct.clone(), user.clone());
+                tasks.push(tokio::spawn(async move {
+                    s.create_access_key(&acct, Some(&user)).await.map(|_| ())
+                }));
+            }
+            let mut ok = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(()) => ok += 1,
+                    Err(StoreError::LimitExceeded(m)) => {
+                        assert_eq!(m, "Cannot exceed quota for AccessKeysPerUser: 2")
+                    }
+                    Err(e) => panic!("unexpected: {e:?}"),
+                }
+            }
+            assert_eq!(ok, 2, "round {round}");
+            assert_eq!(
+                nodes[2]
+                    .list_access_keys(&acct, Some(&user))
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            );
+
+            let mut tasks = Vec::new();
+            for i in 0..24 {
+                let s = nodes[i % 3].clone();
+                let acct = acct.clone();
+                let name = if i % 2 == 0 {
+                    format!("Same{round}")
+                } else {
+                    format!("sAME{round}")
+                };
+                tasks.push(tokio::spawn(async move {
+                    s.create_user(&acct, &name, "/", &[]).await
+                }));
+            }
+            let mut ids = HashSet::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(u) => {
+                        ids.insert(u.user_id);
+                    }
+                    Err(StoreError::EntityAlreadyExists(_)) => {}
+                    Err(e) => panic!("unexpected: {e:?}"),
+                }
+            }
+            assert_eq!(ids.len(), 1, "round {round}");
+        }
+
+        // Two renames to one new name: one wins.
+        nodes[0]
+            .create_user(&acct, "ren-a", "/", &[])
+            .await
+            .unwrap();
+        nodes[0]
+            .create_user(&acct, "ren-b", "/", &[])
+            .await
+            .unwrap();
+        let (x, y) = (nodes[1].clone(), nodes[2].clone());
+        let (acct1, acct2) = (acct.clone(), acct.clone());
+        let r1 =
+            tokio::spawn(async move { x.update_user(&acct1, "ren-a", Some("target"), None).await });
+        let r2 =
+            tokio::spawn(async move { y.update_user(&acct2, "ren-b", Some("TARGET"), None).await });
+        let results = [r1.await.unwrap(), r2.await.unwrap()];
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::EntityAlreadyExists(_)))));
+        for n in &nodes {
+            n.close().await.unwrap();
+        }
+    });
+}
+
+/// Nodes starting at the same moment on an empty database: one migrates, the others wait and
+/// find the schema ready; each migration is recorded once.
+#[test]
+fn migrations_raced_by_starting_nodes() {
+    run(false, async {
+        let Some(admin_url_) = admin_url() else {
+            return;
+        };
+        let url = fresh_database(&admin_url_).await;
+        let mut opens = Vec::new();
+        for _ in 0..6 {
+            let url = url.clone();
+            opens.push(tokio::spawn(async move {
+                Store::open_postgres(&url, MasterKey::from_bytes(MASTER)).await
+            }));
+        }
+        let mut stores = Vec::new();
+        for o in opens {
+            stores.push(o.await.unwrap().expect("every node opens"));
+        }
+        let client = admin(&url).await;
+        let rows = client
+            .query(
+                "SELECT version, COUNT(*) FROM schema_version GROUP BY version",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<_, i64>(0), 1);
+        assert_eq!(rows[0].get::<_, i64>(1), 1);
+        stores[0].create_account("migrated", None).await.unwrap();
+        for s in &stores {
+            assert!(s.get_account_by_name("migrated").await.unwrap().is_some());
+            s.close().await.unwrap();
+        }
+
+        // A database from a newer keyward is refused.
+        client
+            .execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES (999, 0)",
+                &[],
+            )
+            .await
+            .unwrap();
+        match Store::open_postgres(&url, MasterKey::from_bytes(MASTER)).await {
+            Err(StoreError::IncompatibleSchema { found: 999, .. }) => {}
+            other => panic!("expected IncompatibleSchema, got {other:?}"),
+        }
+    });
+}
+
+async fn next_change(rx: &mut broadcast::Receiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a change notification within 10 s")
+        .expect("the change channel is open")
+}
+
+/// Changes written on one node reach another node's subscribers, once committed; failed writes
+/// announce nothing.
+#[test]
+fn change_notifications_reach_other_nodes() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let (a, b) = (open(&url).await, open(&url).await);
+        let mut rx = b.subscribe_changes().expect("PostgreSQL announces changes");
+        assert_eq!(next_change(&mut rx).await, Change::Resync);
+
+        let acct = a.create_account("notify", None).await.unwrap().id;
+        a.create_user(&acct, "Nora", "/", &[]).await.unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::User {
+                account_id: acct.clone(),
+                name: "Nora".into()
+            }
+        );
+        let (k, _) = a.create_access_key(&acct, Some("nora")).await.unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::AccessKey(k.key_id.clone())
+        );
+        a.update_access_key_status(&acct, Some("nora"), &k.key_id, KeyStatus::Inactive)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::AccessKey(k.key_id.clone())
+        );
+        // A refused delete (the user has a key) announces nothing.
+        assert!(matches!(
+            a.delete_user(&acct, "nora").await,
+            Err(StoreError::DeleteConflict(_))
+        ));
+        a.delete_access_key(&acct, Some("nora"), &k.key_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::AccessKey(k.key_id.clone())
+        );
+        a.update_user(&acct, "nora", Some("nina"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::User {
+                account_id: acct.clone(),
+                name: "Nora".into()
+            }
+        );
+        a.delete_user(&acct, "nina").await.unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::User {
+                account_id: acct.clone(),
+                name: "nina".into()
+            }
+        );
+        // The writer's own subscribers hear it too.
+        let mut own = a.subscribe_changes().unwrap();
+        assert_eq!(next_change(&mut own).await, Change::Resync);
+        a.create_access_key(&acct, None).await.unwrap();
+        assert!(matches!(next_change(&mut own).await, Change::AccessKey(_)));
+        assert!(matches!(next_change(&mut rx).await, Change::AccessKey(_)));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        assert!(b.subscribe_changes().is_none());
+    });
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Last-used data coalesced on two nodes merges to the latest use whatever the flush order.
+#[test]
+fn last_used_merges_across_nodes() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let (a, b) = (open(&url).await, open(&url).await);
+        let acct = a.create_account("usage", None).await.unwrap().id;
+        let (k1, _) = a.create_access_key(&acct, None).await.unwrap();
+        let (k2, _) = a.create_access_key(&acct, None).await.unwrap();
+        // k1: the later use is flushed first; k2: last.
+        a.record_key_use(&k1.key_id, at(1_700_000_200), "sts", "eu-west-1");
+        b.record_key_use(&k1.key_id, at(1_700_000_100), "s3", "us-east-1");
+        a.record_key_use(&k2.key_id, at(1_700_000_100), "s3", "us-east-1");
+        b.record_key_use(&k2.key_id, at(1_700_000_300), "iam", "ap-south-1");
+        a.flush_key_usage().await.unwrap();
+        b.flush_key_usage().await.unwrap();
+        let (_, l1) = b
+            .get_access_key_last_used(&k1.key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let l1 = l1.unwrap();
+        assert_eq!((l1.when, l1.service.as_str()), (at(1_700_000_200), "sts"));
+        let (_, l2) = a
+            .get_access_key_last_used(&k2.key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let l2 = l2.unwrap();
+        assert_eq!(
+            (l2.when, l2.region.as_str()),
+            (at(1_700_000_300), "ap-south-1")
+        );
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
+
+#[test]
+fn unreachable_server_or_refused_login_is_a_clear_error() {
+    run(false, async {
+        // Nothing listens on port 1: refused at once, and the password never shows.
+        let url = "postgres://keyward:s3cr3t-pw@127.0.0.1:1/keyward";
+        let t0 = Instant::now();
+        let err = Store::open_postgres(url, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            msg.contains("postgres://keyward:***@127.0.0.1:1/keyward"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cr3t-pw"), "{msg}");
+
+        // Another scheme.
+        let err = Store::open("mysql://root:hunter2@db/x", MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+        assert!(err.to_string().contains("mysql://root:***@db/x"), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+
+        // TLS that is not built in yet is refused up front, not silently downgraded.
+        let err = Store::open(
+            "postgres://u:pw@localhost/db?sslmode=verify-full",
+            MasterKey::from_bytes(MASTER),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
+
+        // A login the server refuses (no such role; trust auth accepts any password).
+        let Some(admin) = admin_url() else { return };
+        let (head, tail) = admin.split_once("://").unwrap();
+        let (_, host) = tail.split_once('@').unwrap();
+        let bad = format!("{head}://nosuchrole:pw-xyz@{host}");
+        let err = Store::open_postgres(&bad, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(msg.contains("nosuchrole:***@"), "{msg}");
+        assert!(msg.contains("nosuchrole\""), "{msg}");
+        assert!(!msg.contains("pw-xyz"), "{msg}");
+    });
+}
+
+#[test]
+fn database_urls_are_masked() {
+    for (url, masked) in [
+        ("postgres://u:p@ss@h:5432/db", "postgres://u:***@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        (
+            "postgres://u:pw@%2Frun%2Fpostgresql/db?sslmode=disable",
+            "postgres://u:***@%2Frun%2Fpostgresql/db?sslmode=disable",
+        ),
+        (
+            "postgres:///db?host=/run/pg&password=pw&user=u",
+            "postgres:///db?host=/run/pg&password=***&user=u",
+        ),
+        ("sqlite:/var/lib/keyward.db", "sqlite:/var/lib/keyward.db"),
+    ] {
+        assert_eq!(mask_database_url(url), masked);
+    }
+}
+
+fn pg_ctl(args: &[&str]) {
+    let ctl = env("KEYWARD_TEST_PG_CTL").unwrap();
+    let out = Command::new(&ctl).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{ctl} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The server stops: calls fail `Unavailable` within a bound, never hang; it comes back: the same
+/// handle works again by itself, the listener resyncs, and everything acknowledged is there.
+#[test]
+fn outage_is_unavailable_then_recovers_without_loss() {
+    run(true, async {
+        let Some(admin) = admin_url() else { return };
+        let (Some(_), Some(pgdata), Some(pglog)) = (
+            env("KEYWARD_TEST_PG_CTL"),
+            env("KEYWARD_TEST_PGDATA"),
+            env("KEYWARD_TEST_PG_LOG"),
+        ) else {
+            assert!(
+                env("CI").is_none(),
+                "CI needs KEYWARD_TEST_PG_CTL, KEYWARD_TEST_PGDATA and KEYWARD_TEST_PG_LOG"
+            );
+            eprintln!("*** SKIPPED: the outage test needs KEYWARD_TEST_PG_CTL/PGDATA/PG_LOG ***");
+            return;
+        };
+        let url = fresh_database(&admin).await;
+        let store = open(&url).await;
+        let mut rx = store.subscribe_changes().unwrap();
+        assert_eq!(next_change(&mut rx).await, Change::Resync);
+
+        let acct = store.create_account("outage", None).await.unwrap().id;
+        let mut acknowledged = Vec::new();
+        for i in 0..5 {
+            let name = format!("before{i}");
+            store.create_user(&acct, &name, "/", &[]).await.unwrap();
+            acknowledged.push(name);
+        }
+        let (key, secret) = store.create_access_key(&acct, None).await.unwrap();
+        store.record_key_use(&key.key_id, at(1_700_000_500), "sts", "eu-west-1");
+
+        pg_ctl(&["-D", &pgdata, "-m", "fast", "-w", "stop"]);
+        let bound = POSTGRES_CALL_TIMEOUT + Duration::from_secs(2);
+        for attempt in 0..3 {
+            let t0 = Instant::now();
+            let r = store.create_user(&acct, "during", "/", &[]).await;
+            assert!(
+                matches!(r, Err(StoreError::Unavailable(_))),
+                "attempt {attempt}: {r:?}"
+            );
+            let t1 = Instant::now();
+            let g = store.get_access_key(&key.key_id).await;
+            assert!(matches!(g, Err(StoreError::Unavailable(_))), "{g:?}");
+            assert!(t1.duration_since(t0) < bound && t1.elapsed() < bound);
+        }
+        // The pending use stays pending through a failed flush.
+        assert!(store.flush_key_usage().await.is_err());
+
+        pg_ctl(&["-D", &pgdata, "-l", &pglog, "-w", "start"]);
+        let t0 = Instant::now();
+        loop {
+            match store.create_user(&acct, "after", "/", &[]).await {
+                Ok(_) => break,
+                Err(StoreError::Unavailable(m)) if t0.elapsed() < Duration::from_secs(30) => {
+                    eprintln!("not yet back: {m}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no recovery: {e:?}"),
+            }
+        }
+        acknowledged.push("after".into());
+        for name in &acknowledged {
+            assert!(
+                store.get_user(&acct, name).await.unwrap().is_some(),
+                "{name} lost"
+            );
+        }
+        assert!(store.get_user(&acct, "during").await.unwrap().is_none());
+        let (_, s) = store.get_access_key(&key.key_id).await.unwrap().unwrap();
+        assert_eq!(s.expose(), secret.expose());
+        store.flush_key_usage().await.unwrap();
+        let other = open(&url).await;
+        let (_, last) = other
+            .get_access_key_last_used(&key.key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.unwrap().when, at(1_700_000_500));
+
+        // The listener came back by itself and says that it may have missed changes.
+        loop {
+            match next_change(&mut rx).await {
+                Change::Resync => break,
+                // What was announced before the outage, and "after" if heard before the resync.
+                Change::User { .. } | Change::AccessKey(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        other
+            .update_access_key_status(&acct, None, &key.key_id, KeyStatus::Inactive)
+            .await
+            .unwrap();
+        loop {
+            match next_change(&mut rx).await {
+                Change::AccessKey(id) => {
+                    assert_eq!(id, key.key_id);
+                    break;
+                }
+                Change::User { .. } | Change::Resync => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        store.close().await.unwrap();
+        other.close().await.unwrap();
+    });
+}
+
+/// A server that accepts connections but never answers: opening fails `Unavailable` within the
+/// connect bound instead of hanging.
+#[test]
+fn a_silent_server_is_unavailable_not_a_hang() {
+    run(false, async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock); // never read, never answered
+            }
+        });
+        let url = format!("postgres://keyward:pw@127.0.0.1:{port}/keyward");
+        let t0 = Instant::now();
+        let err = Store::open_postgres(&url, MasterKey::from_bytes(MASTER))
+            .await
+            .unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            took < keyward_store::POSTGRES_CONNECT_TIMEOUT + Duration::from_secs(3),
+            "took {took:?}"
+        );
+        assert!(!err.to_string().contains(":pw@"), "{err}");
+        hold.abort();
+    });
+}
+
+/// A unix-socket host, as a `host=` parameter and as a percent-encoded URL host.
+#[test]
+fn unix_socket_urls() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let (Some(dir), Some(port)) = (
+            env("KEYWARD_TEST_PG_SOCKET_DIR"),
+            env("KEYWARD_TEST_PG_PORT"),
+        ) else {
+            assert!(
+                env("CI").is_none(),
+                "CI needs KEYWARD_TEST_PG_SOCKET_DIR/PORT"
+            );
+            return;
+        };
+        let url = fresh_database(&admin).await;
+        let db = url.rsplit_once('/').unwrap().1;
+        let encoded = dir.replace('/', "%2F");
+        for socket_url in [
+            format!("postgresql:///{db}?host={dir}&port={port}&user=postgres&sslmode=disable"),
+            format!("postgres://postgres@{encoded}:{port}/{db}"),
+        ] {
+            let store = Store::open(&socket_url, MasterKey::from_bytes(MASTER))
+                .await
+                .unwrap_or_else(|e| panic!("{socket_url}: {e}"));
+            store
+                .create_account(&format!("sock-{}", socket_url.len()), None)
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        }
+    });
+}
