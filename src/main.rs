@@ -27,6 +27,15 @@ enum Command {
     /// Manage accounts in the data directory (works while the server runs).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Apply pending schema migrations to the store (`serve` also does this at start-up).
+    Migrate {
+        /// Store: `sqlite:PATH` or `postgres://...` (default: DATA_DIR/keyward.db).
+        #[arg(long, env = "KEYWARD_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Data directory (for the default SQLite file and master key).
+        #[arg(long, default_value = "./keyward-data", env = "KEYWARD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Find out exactly why AWS credentials fail: resolve them as the AWS CLI does and check everything.
     Doctor(keyward_doctor::DoctorArgs),
     /// Explain an AWS authentication or credential error (a code, or a whole pasted message).
@@ -46,6 +55,9 @@ struct ServeArgs {
     /// 12-digit id of the default account, used when the store is created.
     #[arg(long, env = "KEYWARD_ACCOUNT_ID")]
     account_id: Option<String>,
+    /// Store: `sqlite:PATH` or `postgres://user:password@host:port/db` (default: DATA_DIR/keyward.db).
+    #[arg(long, env = "KEYWARD_DATABASE_URL")]
+    database_url: Option<String>,
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -66,6 +78,9 @@ enum AccountCommand {
         /// Use this 12-digit account id instead of a random one.
         #[arg(long)]
         account_id: Option<String>,
+        /// Store: `sqlite:PATH` or `postgres://...` (default: DATA_DIR/keyward.db).
+        #[arg(long, env = "KEYWARD_DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -116,6 +131,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let config = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        database_url: args.database_url,
         master_key_file,
         account_id: args.account_id,
         root,
@@ -139,11 +155,13 @@ fn account(cmd: AccountCommand) -> Result<(), String> {
             name,
             data_dir,
             account_id,
+            database_url,
         } => {
             let master_key_file = std::env::var_os("KEYWARD_MASTER_KEY_FILE").map(PathBuf::from);
             let (account, key_id, secret) = runtime()?
                 .block_on(bootstrap::create_account(
                     &data_dir,
+                    database_url.as_deref(),
                     master_key_file.as_deref(),
                     &name,
                     account_id.as_deref(),
@@ -160,6 +178,19 @@ fn account(cmd: AccountCommand) -> Result<(), String> {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn migrate(data_dir: &std::path::Path, database_url: Option<&str>) -> Result<(), String> {
+    let master_key_file = std::env::var_os("KEYWARD_MASTER_KEY_FILE").map(PathBuf::from);
+    let url = runtime()?
+        .block_on(bootstrap::migrate(
+            data_dir,
+            database_url,
+            master_key_file.as_deref(),
+        ))
+        .map_err(|e| e.to_string())?;
+    println!("keyward: schema of {url} is up to date");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -191,6 +222,10 @@ fn main() -> ExitCode {
     let result = match result {
         Command::Serve(args) => serve(args),
         Command::Account(cmd) => account(cmd),
+        Command::Migrate {
+            database_url,
+            data_dir,
+        } => migrate(&data_dir, database_url.as_deref()),
         Command::Doctor(_) | Command::Explain(_) | Command::Rotate(_) => Ok(()),
     };
     match result {

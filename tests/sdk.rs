@@ -14,15 +14,25 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    /// A server on SQLite (`postgres == false`) or on a fresh PostgreSQL database; `None` when that
+    /// backend is not available here.
+    fn start(postgres: bool) -> Option<Server> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let process = Process::start(&dir.path().join("data"), &[]);
+        let extra = if postgres {
+            vec![
+                "--database-url".to_owned(),
+                common::fresh_postgres_database()?,
+            ]
+        } else {
+            Vec::new()
+        };
+        let process = Process::start(&dir.path().join("data"), &extra);
         let url = process.url.clone();
-        Server {
+        Some(Server {
             _process: process,
             url,
             _dir: dir,
-        }
+        })
     }
 
     async fn config(
@@ -57,8 +67,18 @@ impl Server {
 }
 
 #[tokio::test]
-async fn rust_sdk_full_key_lifecycle() {
-    let s = Server::start();
+async fn rust_sdk_full_key_lifecycle_sqlite() {
+    full_key_lifecycle(Server::start(false).expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn rust_sdk_full_key_lifecycle_postgres() {
+    if let Some(s) = Server::start(true) {
+        full_key_lifecycle(s).await;
+    }
+}
+
+async fn full_key_lifecycle(s: Server) {
     let root_sts = s.sts(ROOT_KEY_ID, ROOT_SECRET, None).await;
     let me = root_sts
         .get_caller_identity()
@@ -221,8 +241,18 @@ async fn rust_sdk_full_key_lifecycle() {
 }
 
 #[tokio::test]
-async fn rust_sdk_wrong_secret_unknown_key_and_pagination() {
-    let s = Server::start();
+async fn rust_sdk_wrong_secret_unknown_key_and_pagination_sqlite() {
+    wrong_secret_unknown_key_and_pagination(Server::start(false).expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn rust_sdk_wrong_secret_unknown_key_and_pagination_postgres() {
+    if let Some(s) = Server::start(true) {
+        wrong_secret_unknown_key_and_pagination(s).await;
+    }
+}
+
+async fn wrong_secret_unknown_key_and_pagination(s: Server) {
     let wrong = s
         .sts(ROOT_KEY_ID, &ROOT_SECRET.replace('w', "x"), None)
         .await;

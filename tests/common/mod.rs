@@ -1,6 +1,8 @@
 //! Shared by the root package's end-to-end tests: start the real `keyward serve` on a free loopback
 //! port with fixed root credentials, and stop it when dropped.
 
+#![allow(dead_code)] // each test crate uses a part of this module
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -70,4 +72,39 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A new empty database on the throwaway PostgreSQL of `scripts/with-postgres`, as a URL; `None`
+/// without that harness (a failure when `CI` is set, so CI never silently skips PostgreSQL).
+pub(crate) fn fresh_postgres_database() -> Option<String> {
+    let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KEYWARD_TEST_DATABASE_URL is not set in CI: run the tests through scripts/test"
+        );
+        eprintln!(
+            "NOTE: no PostgreSQL (run through scripts/with-postgres): PostgreSQL variant skipped"
+        );
+        return None;
+    };
+    let psql = std::env::var("KEYWARD_TEST_PSQL").unwrap_or_else(|_| "psql".into());
+    let name = format!("kw_rs_{}_{}", std::process::id(), rand_suffix());
+    let ok = Command::new(psql)
+        .args(["-X", "-q", &base, "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("run psql")
+        .success();
+    assert!(ok, "CREATE DATABASE {name} failed");
+    let (head, _) = base.rsplit_once('/').expect("database URL with a path");
+    Some(format!("{head}/{name}"))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    t * 1000 + N.fetch_add(1, Ordering::Relaxed)
 }

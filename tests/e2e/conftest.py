@@ -50,7 +50,7 @@ def free_port() -> int:
 class Server:
     """One `keyward serve` process."""
 
-    def __init__(self, data_dir, env=None, args=(), port=None):
+    def __init__(self, data_dir, env=None, args=(), port=None, database_url=None):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,6 +69,9 @@ class Server:
             else:
                 self.env[k] = v
         self.args = list(args)
+        self.database_url = database_url
+        if database_url:
+            self.args += ["--database-url", database_url]
         self.proc = None
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
 
@@ -170,9 +173,30 @@ def tmp(tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path / "data").start()
+PG_URL = os.environ.get("KEYWARD_TEST_DATABASE_URL")
+PSQL = os.environ.get("KEYWARD_TEST_PSQL", "psql")
+
+
+def fresh_database():
+    """A new, empty PostgreSQL database on the throwaway cluster of scripts/with-postgres."""
+    import uuid
+
+    name = "kw_" + uuid.uuid4().hex[:12]
+    subprocess.run([PSQL, "-X", "-q", PG_URL, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request, tmp_path):
+    """One server, on each backend: the embedded SQLite file, and PostgreSQL when the harness runs one."""
+    url = None
+    if request.param == "postgres":
+        if not PG_URL:
+            if os.environ.get("CI"):
+                pytest.fail("KEYWARD_TEST_DATABASE_URL is not set in CI: run the suite through scripts/test")
+            pytest.skip("no PostgreSQL (run through scripts/with-postgres)")
+        url = fresh_database()
+    s = Server(tmp_path / "data", database_url=url).start()
     yield s
     s.stop()
 

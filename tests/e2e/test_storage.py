@@ -151,7 +151,8 @@ def test_bad_bootstrap_credentials(tmp, env, words):
 
 
 def test_second_account_created_while_running_is_isolated(server):
-    p = subprocess.run([BIN, "account", "create", "acme", "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=30)
+    db = ["--database-url", server.database_url] if server.database_url else []
+    p = subprocess.run([BIN, "account", "create", "acme", "--data-dir", str(server.data_dir), *db], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     vals = dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l)
     acct, kid, secret = vals["account_id"], vals["aws_access_key_id"], vals["aws_secret_access_key"]

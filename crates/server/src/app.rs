@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use keyward_protocol::error::Rendered;
 use keyward_protocol::{new_request_id, ApiError, Dialect, Params};
 use keyward_sigv4::{Request, SignedRequest, SigningKeyCache};
-use keyward_store::{Sealer, Store, StoreError};
+use keyward_store::{Change, Sealer, Store, StoreError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Largest query-protocol body accepted.
@@ -115,6 +116,26 @@ impl App {
         } else {
             now - Duration::from_secs(off.unsigned_abs())
         }
+    }
+
+    /// Starts evicting verification cache entries when another node announces a change (PostgreSQL);
+    /// `None` for stores without notifications, where the entries' short lifetime bounds staleness.
+    pub fn spawn_cache_invalidation(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut rx = self.store.subscribe_changes()?;
+        let app = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(Change::AccessKey(id)) => app.key_cache.evict(&id),
+                    Ok(Change::User { account_id, name }) => {
+                        app.key_cache.evict_owner(&account_id, Some(&name))
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => app.key_cache.clear(),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }))
     }
 
     /// Maps a store failure to an API error; internal details go to the log only.

@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Data directory (database, master key, generated root credentials).
     pub data_dir: PathBuf,
+    /// Database URL (`sqlite:PATH`, `postgres://...`); `None`: `DATA_DIR/keyward.db`.
+    pub database_url: Option<String>,
     /// Master key file; `None`: `DATA_DIR/master.key`, generated when missing.
     pub master_key_file: Option<PathBuf>,
     /// Id of the default account when the store is created.
@@ -92,10 +94,20 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
         })
 }
 
-/// Opens the store of `data_dir` with the master key (from `master_key_file` or generated in the dir),
-/// and returns it with the sealer of session tokens derived from the same master key.
+/// Where the store lives: `--database-url` / `KEYWARD_DATABASE_URL`, else the SQLite file of the data dir.
+pub fn resolve_database_url(data_dir: &Path, database_url: Option<&str>) -> String {
+    match database_url {
+        Some(u) => u.to_owned(),
+        None => format!("sqlite:{}", data_dir.join(DB_FILE).display()),
+    }
+}
+
+/// Opens the store at `database_url` (default: the SQLite file of `data_dir`) with the master key
+/// (from `master_key_file` or generated in the data dir), applying pending migrations, and returns it
+/// with the sealer of session tokens derived from the same master key.
 pub async fn open_store(
     data_dir: &Path,
+    database_url: Option<&str>,
     master_key_file: Option<&Path>,
 ) -> Result<(Store, Sealer), StartError> {
     ensure_data_dir(data_dir)?;
@@ -104,7 +116,10 @@ pub async fn open_store(
         None => MasterKey::load_or_create(&data_dir.join(MASTER_KEY_FILE))?,
     };
     let sealer = master.sealer(SESSION_TOKEN_PURPOSE);
-    let store = Store::open_sqlite(&data_dir.join(DB_FILE), master).await?;
+    let url = resolve_database_url(data_dir, database_url);
+    let store = Store::open(&url, master)
+        .await
+        .map_err(|e| StartError(format!("cannot open the store: {e}")))?;
     Ok((store, sealer))
 }
 
@@ -225,7 +240,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Runs `keyward serve` until SIGTERM or Ctrl-C.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
-    let (store, sealer) = open_store(&config.data_dir, config.master_key_file.as_deref()).await?;
+    let (store, sealer) = open_store(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.master_key_file.as_deref(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -241,12 +261,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     )
     .await?;
     let app = Arc::new(App::new(store.clone(), sealer, config.app));
+    let invalidator = app.spawn_cache_invalidation();
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
     eprintln!(
         "keyward: listening on http://{local} (default account {})",
         account.id
     );
     http::run(listener, app, config.limits, shutdown_signal()).await;
+    if let Some(t) = invalidator {
+        t.abort();
+    }
     store.close().await?;
     eprintln!("keyward: stopped");
     Ok(())
@@ -271,6 +295,7 @@ async fn shutdown_signal() {
 /// (safe while a server runs on it).
 pub async fn create_account(
     data_dir: &Path,
+    database_url: Option<&str>,
     master_key_file: Option<&Path>,
     name: &str,
     account_id: Option<&str>,
@@ -280,9 +305,23 @@ pub async fn create_account(
             return Err(StartError(format!("account id {id:?} is not 12 digits")));
         }
     }
-    let (store, _sealer) = open_store(data_dir, master_key_file).await?;
+    let (store, _sealer) = open_store(data_dir, database_url, master_key_file).await?;
     let account = store.create_account(name, account_id).await?;
     let (key, secret) = store.create_access_key(&account.id, None).await?;
     store.close().await?;
     Ok((account, key.key_id, secret))
+}
+
+/// `keyward migrate`: applies pending schema migrations to the store and reports the URL (masked).
+pub async fn migrate(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    master_key_file: Option<&Path>,
+) -> Result<String, StartError> {
+    let (store, _sealer) = open_store(data_dir, database_url, master_key_file).await?;
+    store.close().await?;
+    Ok(keyward_store::mask_database_url(&resolve_database_url(
+        data_dir,
+        database_url,
+    )))
 }

@@ -81,6 +81,11 @@ impl KeyCache {
         entry
     }
 
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Forgets `key_id`.
     pub fn evict(&self, key_id: &str) {
         self.map
