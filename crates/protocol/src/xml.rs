@@ -34,9 +34,35 @@ impl XmlWriter {
 
     /// Opens `<tag xmlns="ns">`.
     pub fn open_ns(&mut self, tag: &str, ns: &str) -> &mut Self {
-        let _ = write!(self.out, "<{tag} xmlns=\"");
+        self.open2_ns(tag, "", ns)
+    }
+
+    /// Opens `<{tag}{suffix} xmlns="ns">`, e.g. `<GetCallerIdentityResponse xmlns="...">`.
+    pub fn open2_ns(&mut self, tag: &str, suffix: &str, ns: &str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(tag);
+        self.out.push_str(suffix);
+        self.out.push_str(" xmlns=\"");
         escape_into(&mut self.out, ns);
         self.out.push_str("\">");
+        self
+    }
+
+    /// Opens `<{tag}{suffix}>`, e.g. `<GetCallerIdentityResult>`, without building the name first.
+    pub fn open2(&mut self, tag: &str, suffix: &str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(tag);
+        self.out.push_str(suffix);
+        self.out.push('>');
+        self
+    }
+
+    /// Closes `</{tag}{suffix}>`.
+    pub fn close2(&mut self, tag: &str, suffix: &str) -> &mut Self {
+        self.out.push_str("</");
+        self.out.push_str(tag);
+        self.out.push_str(suffix);
+        self.out.push('>');
         self
     }
 
@@ -72,6 +98,14 @@ impl XmlWriter {
 /// Appends `text` to `out` with the five XML special characters escaped; control characters that XML
 /// 1.0 cannot carry are written as character references so nothing is lost.
 pub fn escape_into(out: &mut String, text: &str) {
+    // Most values (ids, ARNs, dates) need no escaping: copy them whole.
+    if !text
+        .bytes()
+        .any(|b| b < 0x20 || matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+    {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -10,19 +10,17 @@ pub(crate) fn envelope(
     request_id: &str,
     result: Option<&dyn Fn(&mut XmlWriter)>,
 ) -> String {
-    let response = format!("{action}Response");
     let mut w = XmlWriter::new();
-    w.open_ns(&response, ns);
+    w.open2_ns(action, "Response", ns);
     if let Some(f) = result {
-        let tag = format!("{action}Result");
-        w.open(&tag);
+        w.open2(action, "Result");
         f(&mut w);
-        w.close(&tag);
+        w.close2(action, "Result");
     }
     w.open("ResponseMetadata")
         .elem("RequestId", request_id)
         .close("ResponseMetadata")
-        .close(&response);
+        .close2(action, "Response");
     w.finish()
 }
 
