@@ -31,7 +31,7 @@ enum Command {
     Migrate {
         /// Store: `sqlite:PATH` or `postgres://...` (default: DATA_DIR/keyward.db).
         #[arg(long, env = "KEYWARD_DATABASE_URL")]
-        database_url: Option<String>,
+        database_url: Option<DatabaseUrl>,
         /// Data directory (for the default SQLite file and master key).
         #[arg(long, default_value = "./keyward-data", env = "KEYWARD_DATA_DIR")]
         data_dir: PathBuf,
@@ -57,7 +57,7 @@ struct ServeArgs {
     account_id: Option<String>,
     /// Store: `sqlite:PATH` or `postgres://user:password@host:port/db` (default: DATA_DIR/keyward.db).
     #[arg(long, env = "KEYWARD_DATABASE_URL")]
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrl>,
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -80,8 +80,29 @@ enum AccountCommand {
         account_id: Option<String>,
         /// Store: `sqlite:PATH` or `postgres://...` (default: DATA_DIR/keyward.db).
         #[arg(long, env = "KEYWARD_DATABASE_URL")]
-        database_url: Option<String>,
+        database_url: Option<DatabaseUrl>,
     },
+}
+
+/// A database URL as typed; `Debug` masks its password (`--database-url` may carry one).
+#[derive(Clone)]
+struct DatabaseUrl(String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&keyward_store::mask_database_url(&self.0))
+    }
+}
+
+fn db_url(u: &Option<DatabaseUrl>) -> Option<&str> {
+    u.as_ref().map(|u| u.0.as_str())
 }
 
 fn init_logging() {
@@ -131,7 +152,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let config = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
-        database_url: args.database_url,
+        database_url: args.database_url.map(|u| u.0),
         master_key_file,
         account_id: args.account_id,
         root,
@@ -161,7 +182,7 @@ fn account(cmd: AccountCommand) -> Result<(), String> {
             let (account, key_id, secret) = runtime()?
                 .block_on(bootstrap::create_account(
                     &data_dir,
-                    database_url.as_deref(),
+                    db_url(&database_url),
                     master_key_file.as_deref(),
                     &name,
                     account_id.as_deref(),
@@ -225,7 +246,7 @@ fn main() -> ExitCode {
         Command::Migrate {
             database_url,
             data_dir,
-        } => migrate(&data_dir, database_url.as_deref()),
+        } => migrate(&data_dir, db_url(&database_url)),
         Command::Doctor(_) | Command::Explain(_) | Command::Rotate(_) => Ok(()),
     };
     match result {

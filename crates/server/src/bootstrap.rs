@@ -38,8 +38,7 @@ impl fmt::Debug for RootCredentials {
     }
 }
 
-/// Everything `keyward serve` needs to start.
-#[derive(Debug)]
+/// Everything `keyward serve` needs to start. `Debug` masks the database password.
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -57,6 +56,27 @@ pub struct ServeConfig {
     pub app: AppConfig,
     /// Listener limits.
     pub limits: ListenerLimits,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_deref()
+                    .map(keyward_store::mask_database_url),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .field("account_id", &self.account_id)
+            .field("root", &self.root)
+            .field("app", &self.app)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// A start-up failure, with the message the user sees.
