@@ -58,6 +58,11 @@ struct ServeArgs {
     /// Store: `sqlite:PATH` or `postgres://user:password@host:port/db` (default: DATA_DIR/keyward.db).
     #[arg(long, env = "KEYWARD_DATABASE_URL")]
     database_url: Option<DatabaseUrl>,
+    /// Seconds a verified key is trusted without asking the store again (changes made through keyward,
+    /// on any node, evict it at once; this bounds staleness when a notification is lost, and how long
+    /// cached verification survives a database outage).
+    #[arg(long, default_value_t = keyward_server::app::DEFAULT_KEY_CACHE_TTL_SECS)]
+    key_cache_ttl: u64,
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -158,6 +163,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         root,
         app: AppConfig {
             clock_offset_secs: args.clock_offset,
+            key_cache_ttl: std::time::Duration::from_secs(args.key_cache_ttl),
             ..AppConfig::default()
         },
         limits: ListenerLimits {

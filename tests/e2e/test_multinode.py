@@ -143,7 +143,10 @@ def test_account_create_against_postgres(nodes):
 
 def test_zz_database_outage_answers_503_and_recovers(nodes):
     """Stops the shared cluster mid-test, then starts it again (last test of the module)."""
-    a, b, _, _ = nodes
+    _, b, url, env = nodes
+    # A node whose verification cache trusts entries for 1 s (the default is 10 s).
+    a = Server(b.data_dir.parent / "short-ttl", env=env, database_url=url, args=["--key-cache-ttl", "1"]).start()
+    request_a = a
     pg_ctl, pgdata = os.environ["KEYWARD_TEST_PG_CTL"], os.environ["KEYWARD_TEST_PGDATA"]
     iam = a.client("iam")
     iam.create_user(UserName="before")
@@ -158,7 +161,7 @@ def test_zz_database_outage_answers_503_and_recovers(nodes):
         from test_auth import raw
 
         assert raw(a, method="GET", path="/_keyward/health")[0] == 200
-        # Verification fails closed: once the cache lifetime (1 s) has passed, a lookup needs the
+        # Verification fails closed: once the cache lifetime (1 s here) has passed, a lookup needs the
         # database, and the answer is 503, not a stale yes.
         time.sleep(1.2)
         with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -180,3 +183,4 @@ def test_zz_database_outage_answers_503_and_recovers(nodes):
             time.sleep(0.5)
     names = {u["UserName"] for u in b.client("iam").list_users()["Users"]}
     assert {"before", "after"} <= names and "during" not in names
+    request_a.stop()

@@ -21,6 +21,11 @@ pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
 pub const S3_BODY_LIMIT: usize = 8 << 20;
 
+/// Default lifetime of a verification cache entry. Changes made through a node evict its entries at
+/// once, and other nodes' changes arrive by notification (PostgreSQL); the lifetime bounds staleness
+/// only when a notification is lost, and how long verification survives a database outage.
+pub const DEFAULT_KEY_CACHE_TTL_SECS: u64 = 10;
+
 /// Settings of the application that are not the store.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -36,7 +41,7 @@ impl Default for AppConfig {
     fn default() -> Self {
         Self {
             clock_offset_secs: 0,
-            key_cache_ttl: Duration::from_secs(1),
+            key_cache_ttl: Duration::from_secs(DEFAULT_KEY_CACHE_TTL_SECS),
             key_cache_capacity: 100_000,
         }
     }
@@ -75,7 +80,8 @@ impl App {
         Self {
             store,
             session_sealer,
-            signing_keys: SigningKeyCache::new(4096),
+            // One derived key per (key, day, region, service): sized like the verification cache.
+            signing_keys: SigningKeyCache::new(config.key_cache_capacity),
             key_cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             metrics: Metrics::default(),
             config,
