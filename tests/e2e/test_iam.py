@@ -175,3 +175,35 @@ def test_cli_copy_paste_session(server):
     server.aws("iam", "update-access-key", "--user-name", "readme", "--access-key-id", k["AccessKeyId"], "--status", "Inactive")
     rc, _, err = server.aws("sts", "get-caller-identity", key_id=k["AccessKeyId"], secret=k["SecretAccessKey"], check=False)
     assert rc != 0 and "(InvalidClientTokenId)" in err and "The security token included in the request is invalid" in err
+
+
+def test_concurrent_requests_to_one_node_keep_the_limits(server):
+    """Racing CreateAccessKey never leaves more than two keys; racing CreateUser makes one user."""
+    import threading
+
+    iam_clients = [server.client("iam") for _ in range(10)]
+    server.client("iam").create_user(UserName="racer")
+    results = []
+
+    def call(fn):
+        try:
+            fn()
+            results.append("ok")
+        except botocore.exceptions.ClientError as e:
+            results.append(e.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=call, args=(lambda c=c: c.create_access_key(UserName="racer"),)) for c in iam_clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 2 and results.count("LimitExceeded") == 8, results
+    assert len(server.client("iam").list_access_keys(UserName="racer")["AccessKeyMetadata"]) == 2
+    results.clear()
+    names = ["Twin", "twin", "TWIN", "tWin", "twiN"] * 2
+    threads = [threading.Thread(target=call, args=(lambda c=c, n=n: c.create_user(UserName=n),)) for c, n in zip(iam_clients, names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 1 and results.count("EntityAlreadyExists") == 9, results
