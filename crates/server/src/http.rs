@@ -14,6 +14,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// What the listener knows about the connection a request came on, attached to every request as an
+/// extension (`req.extensions().get::<ConnInfo>()`); absent when a test calls [`App::handle`] directly.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+}
+
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
@@ -57,7 +65,7 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of descriptors and the like: wait a little instead of spinning.
@@ -76,7 +84,9 @@ pub async fn run(
                 app.metrics().connections_total.fetch_add(1, Ordering::Relaxed);
                 app.metrics().connections_open.fetch_add(1, Ordering::Relaxed);
                 let svc_app = Arc::clone(&app);
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                let info = ConnInfo { peer };
+                let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+                    req.extensions_mut().insert(info);
                     let app = Arc::clone(&svc_app);
                     async move { Ok::<_, Infallible>(app.handle(req).await) }
                 });
