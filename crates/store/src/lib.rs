@@ -26,6 +26,7 @@
 
 mod backend;
 mod error;
+mod events;
 mod model;
 mod postgres;
 mod seal;
@@ -45,6 +46,9 @@ use crate::backend::{Backend, NewKey, NewUser};
 use crate::model::to_millis;
 
 pub use crate::error::StoreError;
+pub use crate::events::{
+    AuditRecord, EventFilter, EventPage, EventQuery, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
+};
 pub use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Page, Secret, Tag, User};
 pub use crate::seal::{MasterKey, Sealer, KEY_LEN};
 
@@ -189,6 +193,8 @@ pub struct Store {
 struct Inner {
     backend: Box<dyn Backend>,
     secrets: Sealer,
+    /// Seals LookupEvents page tokens.
+    event_tokens: Sealer,
     /// Last uses not yet written, one per key (the latest).
     pending_usage: Mutex<HashMap<String, LastUsed>>,
     closed: AtomicBool,
@@ -285,6 +291,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 secrets: master.sealer(SECRETS_PURPOSE),
+                event_tokens: master.sealer(EVENT_TOKEN_PURPOSE),
                 pending_usage: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 stop: watch::channel(false).0,

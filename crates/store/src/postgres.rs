@@ -37,6 +37,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Config, IsolationLevel, NoTls, Row};
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
+use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
 use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
@@ -60,7 +61,10 @@ pub(crate) const CHANNEL: &str = "keyward_changes";
 
 /// Numbered migrations, applied in order, each in the same transaction as its `schema_version` row.
 /// Never edit a published migration: append a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_initial.sql")),
+    (2, include_str!("migrations/postgres/0002_audit_events.sql")),
+];
 
 /// The PostgreSQL engine.
 pub(crate) struct PgBackend {
@@ -1194,6 +1198,116 @@ impl Backend for PgBackend {
             ));
         }
         Some(rx)
+    }
+
+    async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()> {
+        self.write(move |tx| {
+            Box::pin(async move {
+                for e in &events {
+                    exec(
+                        tx,
+                        "INSERT INTO audit_events (account_id, time_ms, event_id, event_name,
+                             event_source, access_key_id, user_name, read_only, body)
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                         WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)",
+                        &[
+                            &e.account_id,
+                            &to_millis(e.time),
+                            &e.event_id,
+                            &e.event_name,
+                            &e.event_source,
+                            &e.access_key_id,
+                            &e.user_name,
+                            &e.read_only,
+                            &e.body,
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn lookup_events(&self, q: EngineQuery) -> Result<Vec<EventRow>> {
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let (before_ms, before_seq) = q.before.unwrap_or((i64::MAX, i64::MAX));
+                let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+                let (filter_sql, value) = match &q.filter {
+                    Some(f) => {
+                        let (col, v) = filter_column(f);
+                        (format!("AND {col} = $7"), Some(v))
+                    }
+                    None => (String::new(), None),
+                };
+                let sql = format!(
+                    "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
+                            access_key_id, user_name, read_only, body
+                     FROM audit_events
+                     WHERE account_id = $1 AND time_ms >= $2 AND time_ms <= $3
+                       AND (time_ms, seq) < ($4, $5) {filter_sql}
+                     ORDER BY time_ms DESC, seq DESC LIMIT $6"
+                );
+                let text;
+                let flag;
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                    &q.account_id,
+                    &q.start_ms,
+                    &q.end_ms,
+                    &before_ms,
+                    &before_seq,
+                    &limit,
+                ];
+                match value {
+                    Some(FilterValue::Text(t)) => {
+                        text = t;
+                        params.push(&text);
+                    }
+                    Some(FilterValue::Bool(b)) => {
+                        flag = b;
+                        params.push(&flag);
+                    }
+                    None => {}
+                }
+                let found = rows(&*c, &sql, &params).await?;
+                found
+                    .iter()
+                    .map(|r| {
+                        Ok(EventRow::new(
+                            r.try_get(0)?,
+                            r.try_get(1)?,
+                            r.try_get(2)?,
+                            r.try_get(3)?,
+                            r.try_get(4)?,
+                            r.try_get(5)?,
+                            r.try_get(6)?,
+                            r.try_get(7)?,
+                            r.try_get(8)?,
+                            r.try_get(9)?,
+                        ))
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn prune_events(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            Box::pin(async move {
+                exec(
+                    tx,
+                    "DELETE FROM audit_events WHERE seq IN
+                         (SELECT seq FROM audit_events WHERE time_ms < $1 ORDER BY time_ms LIMIT $2)",
+                    &[&before_ms, &limit],
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {

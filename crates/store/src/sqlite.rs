@@ -22,6 +22,7 @@ use rusqlite::{
 };
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
+use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
 use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
@@ -35,7 +36,10 @@ const MAX_IDLE: usize = 4;
 
 /// Numbered migrations, applied in order, each in the same transaction as its `schema_version` row.
 /// Never edit a published migration: append a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_audit_events.sql")),
+];
 
 /// The SQLite engine.
 pub(crate) struct SqliteBackend {
@@ -863,6 +867,100 @@ impl Backend for SqliteBackend {
                 r.get(0)
             })?;
             Ok(u64::try_from(v).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()> {
+        self.write(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO audit_events (account_id, time_ms, event_id, event_name, event_source,
+                     access_key_id, user_name, read_only, body)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+                 WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
+            )?;
+            for e in &events {
+                stmt.execute(params![
+                    e.account_id,
+                    to_millis(e.time),
+                    e.event_id,
+                    e.event_name,
+                    e.event_source,
+                    e.access_key_id,
+                    e.user_name,
+                    e.read_only,
+                    e.body
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lookup_events(&self, q: EngineQuery) -> Result<Vec<EventRow>> {
+        self.read(move |tx| {
+            let (before_ms, before_seq) = q.before.unwrap_or((i64::MAX, i64::MAX));
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let (filter_sql, value) = match &q.filter {
+                Some(f) => {
+                    let (col, v) = filter_column(f);
+                    (format!("AND {col} = ?6"), Some(v))
+                }
+                None => (String::new(), None),
+            };
+            let sql = format!(
+                "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
+                        access_key_id, user_name, read_only, body
+                 FROM audit_events
+                 WHERE account_id = ?1 AND time_ms >= ?2 AND time_ms <= ?3
+                   AND (time_ms, seq) < (?4, ?5) {filter_sql}
+                 ORDER BY time_ms DESC, seq DESC LIMIT ?7"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let value: Box<dyn rusqlite::ToSql> = match value {
+                Some(FilterValue::Text(t)) => Box::new(t),
+                Some(FilterValue::Bool(b)) => Box::new(b),
+                None => Box::new(rusqlite::types::Null),
+            };
+            let rows = stmt.query_map(
+                params![
+                    q.account_id,
+                    q.start_ms,
+                    q.end_ms,
+                    before_ms,
+                    before_seq,
+                    value,
+                    limit
+                ],
+                |r| {
+                    Ok(EventRow::new(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    ))
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn prune_events(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM audit_events WHERE seq IN
+                     (SELECT seq FROM audit_events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
+                params![before_ms, limit],
+            )?;
+            Ok(n as u64)
         })
         .await
     }

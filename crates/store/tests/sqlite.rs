@@ -297,7 +297,7 @@ async fn migrations_are_recorded_and_a_newer_schema_is_refused() {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         conn.execute(
             "INSERT INTO schema_version (version, applied_ms) VALUES (999, 0)",
             [],
@@ -316,7 +316,7 @@ async fn migrations_are_recorded_and_a_newer_schema_is_refused() {
             err,
             StoreError::IncompatibleSchema {
                 found: 999,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
