@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 use keyward_server::app::AppConfig;
+use keyward_server::audit::{AuditConfig, AuditLog};
 use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
 use keyward_server::http::ListenerLimits;
 use keyward_store::Secret;
@@ -42,6 +43,19 @@ enum Command {
     Explain(keyward_doctor::ExplainArgs),
     /// Replace a profile's access key with a new one: create, write, verify, deactivate the old.
     Rotate(keyward_doctor::RotateArgs),
+    /// Work with the audit log that `serve --audit-log` writes.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the log's hash chain: prints OK and the line count, or the first altered, inserted,
+    /// removed or truncated line (exit status 1).
+    Verify {
+        /// The audit log file.
+        path: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +83,13 @@ struct ServeArgs {
     /// Pretend the server clock is off by this many seconds (to reproduce clock-skew errors).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset: i64,
+    /// Write every API call and authentication failure as a hash-chained CloudTrail JSON line to
+    /// this file (created mode 0600; its directory must exist), or `-` for standard output.
+    #[arg(long, env = "KEYWARD_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Days audit events stay in the store for CloudTrail LookupEvents (0: keep none there).
+    #[arg(long, default_value_t = keyward_server::audit::DEFAULT_RETENTION_DAYS)]
+    audit_retention_days: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +191,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             max_connections: args.max_connections,
             ..ListenerLimits::default()
         },
+        audit: AuditConfig {
+            log: args.audit_log.map(|p| {
+                if p.as_os_str() == "-" {
+                    AuditLog::Stdout
+                } else {
+                    AuditLog::File(p)
+                }
+            }),
+            retention: std::time::Duration::from_secs(
+                args.audit_retention_days.saturating_mul(86_400),
+            ),
+            ..AuditConfig::default()
+        },
     };
     runtime()?
         .block_on(bootstrap::serve(config))
@@ -253,6 +287,25 @@ fn main() -> ExitCode {
             database_url,
             data_dir,
         } => migrate(&data_dir, db_url(&database_url)),
+        Command::Audit(AuditCommand::Verify { path }) => {
+            return match keyward_server::audit::chain::verify_file(&path) {
+                Ok(Ok(head)) => {
+                    println!(
+                        "OK: {} lines, chain intact; last hash {}",
+                        head.seq, head.hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(broken)) => {
+                    println!("{}: {broken}", path.display());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("keyward: error: cannot read {}: {e}", path.display());
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Doctor(_) | Command::Explain(_) | Command::Rotate(_) => Ok(()),
     };
     match result {

@@ -1,10 +1,12 @@
 //! The application: one request in, one response out, independent of sockets so tests can call
 //! [`App::handle`] directly.
 
+use crate::audit::{self, AuditEvent, Auditor, Principal};
 use crate::auth::{self, authenticate, malformed, missing_authentication};
+use crate::caller::Caller;
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
-use crate::{iam, s3, sts};
+use crate::{cloudtrail, iam, s3, sts};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
@@ -55,6 +57,18 @@ pub struct App {
     key_cache: KeyCache,
     metrics: Metrics,
     config: AppConfig,
+    auditor: Option<Auditor>,
+}
+
+/// What a request showed about itself, for its audit event.
+#[derive(Default)]
+struct Trace {
+    service: Option<String>,
+    region: Option<String>,
+    action: Option<String>,
+    key_id: Option<String>,
+    caller: Option<Caller>,
+    params: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for App {
@@ -85,7 +99,19 @@ impl App {
             key_cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             metrics: Metrics::default(),
             config,
+            auditor: None,
         }
+    }
+
+    /// The application with an audit trail: every call and authentication failure is recorded.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// The audit trail, if on.
+    pub fn auditor(&self) -> Option<&Auditor> {
+        self.auditor.as_ref()
     }
 
     /// The store.
@@ -230,15 +256,20 @@ impl App {
                 return self.error_response(&err, dialect, &rid);
             }
         };
-        let mut resp = match self
-            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now)
-            .await
-        {
+        let mut trace = Trace::default();
+        let result = self
+            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now, &mut trace)
+            .await;
+        if let Some(auditor) = &self.auditor {
+            self.audit(auditor, &parts, &result, dialect, trace, &rid, now)
+                .await;
+        }
+        let mut resp = match result {
             Ok(body) => {
-                let ct = if dialect == Dialect::S3 {
-                    "application/xml"
-                } else {
-                    "text/xml"
+                let ct = match dialect {
+                    Dialect::S3 => "application/xml",
+                    Dialect::Json => "application/x-amz-json-1.1",
+                    _ => "text/xml",
                 };
                 self.metrics.response(200);
                 response(StatusCode::OK, ct, &rid, dialect, Bytes::from(body))
@@ -255,6 +286,78 @@ impl App {
         resp
     }
 
+    /// Records the audit event of one answered request; a call that changed state waits until
+    /// its event is durable.
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        auditor: &Auditor,
+        parts: &http::request::Parts,
+        result: &Result<String, ApiError>,
+        dialect: Dialect,
+        trace: Trace,
+        rid: &str,
+        now: SystemTime,
+    ) {
+        let service = trace.service.unwrap_or_else(|| {
+            match dialect {
+                Dialect::Iam => "iam",
+                Dialect::Sts => "sts",
+                Dialect::S3 => "s3",
+                Dialect::Json => "cloudtrail",
+            }
+            .to_owned()
+        });
+        let event_name = trace.action.unwrap_or_else(|| match dialect {
+            Dialect::S3 => s3_event_name(parts.method.as_str(), parts.uri.path()).to_owned(),
+            _ => "Unknown".to_owned(),
+        });
+        let read_only = audit::is_read_only(&event_name);
+        let authenticated = trace.caller.is_some();
+        let principal = match (trace.caller, trace.key_id) {
+            (Some(c), _) => Principal::Caller(c),
+            // A failure with a key this node knows (wrong signature, inactive key): its owner.
+            (None, Some(k)) => match self.key_cache.get(&k) {
+                Some(e) => Principal::Caller(Caller {
+                    account_id: e.key.account_id.clone(),
+                    identity: e.identity.clone(),
+                    access_key_id: k,
+                    session_expires: None,
+                }),
+                None => Principal::Key(k),
+            },
+            (None, None) => Principal::Anonymous,
+        };
+        let (error, response_xml) = match result {
+            Ok(body) => (None, (!read_only).then(|| body.clone())),
+            Err(e) => (Some((e.code.to_string(), e.message.clone())), None),
+        };
+        let durable = authenticated && !read_only && error.is_none();
+        let event = AuditEvent {
+            time: now,
+            service,
+            event_name,
+            region: trace.region.unwrap_or_else(|| "us-east-1".to_owned()),
+            source_ip: parts
+                .extensions
+                .get::<crate::http::ConnInfo>()
+                .map(|c| c.peer.ip().to_string()),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            principal,
+            request_parameters: trace.params,
+            response_xml,
+            error,
+            request_id: rid.to_owned(),
+            read_only,
+        };
+        auditor.record(event, durable).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         &self,
         req: &Request<'_>,
@@ -263,7 +366,9 @@ impl App {
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
+        trace: &mut Trace,
     ) -> Result<String, ApiError> {
+        let auditing = self.auditor.is_some();
         let mut params = Params::default();
         if matches!(*dialect, Dialect::Iam | Dialect::Sts) {
             params
@@ -279,6 +384,35 @@ impl App {
                     *dialect = Dialect::Sts;
                 }
             }
+            if auditing {
+                trace.action = params.get("Action").map(str::to_owned);
+                trace.params = audit::request_parameters(params.iter());
+            }
+        }
+        if auditing {
+            if let Some(target) = req.headers.get("x-amz-target") {
+                let target = target.to_str().unwrap_or("");
+                let op = target.rsplit('.').next().unwrap_or(target);
+                trace.action = Some(op.to_owned());
+                if cloudtrail::operation(target).is_some() {
+                    trace.params = serde_json::from_slice::<serde_json::Value>(body)
+                        .ok()
+                        .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+                        .map(camel_keys);
+                }
+            }
+            match &parsed {
+                Ok(Some(SignedRequest::V4(a))) => {
+                    trace.service = Some(a.scope().service().to_owned());
+                    trace.region = Some(a.scope().region().to_owned());
+                    trace.key_id = Some(a.access_key_id().to_owned());
+                }
+                Ok(Some(SignedRequest::V2Presigned(a))) => {
+                    trace.service = Some("s3".to_owned());
+                    trace.key_id = Some(a.access_key_id().to_owned());
+                }
+                _ => {}
+            }
         }
         let parsed = match parsed {
             Ok(Some(p)) => p,
@@ -288,6 +422,9 @@ impl App {
         let authn = authenticate(self, req, body, &parsed, *dialect, now)
             .await
             .map_err(|e| self.auth_failed(e))?;
+        if auditing {
+            trace.caller = Some(authn.caller.clone());
+        }
         self.metrics
             .auth_ok
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -309,6 +446,9 @@ impl App {
                 .get("x-amz-target")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
+            if let Some(op) = cloudtrail::operation(target) {
+                return cloudtrail::handle(self, caller, op, body).await;
+            }
             return Err(ApiError::new(
                 400,
                 "UnknownOperationException",
@@ -389,6 +529,40 @@ impl App {
                 Bytes::from_static(b"not found\n"),
             ),
         }
+    }
+}
+
+/// CloudTrail's name of an S3 request.
+fn s3_event_name(method: &str, path: &str) -> &'static str {
+    let object = path.trim_start_matches('/').contains('/');
+    let bucket = !path.trim_start_matches('/').is_empty();
+    match (method, bucket, object) {
+        ("GET", false, _) => "ListBuckets",
+        ("GET", true, false) => "ListObjects",
+        ("GET", true, true) => "GetObject",
+        ("HEAD", true, false) => "HeadBucket",
+        ("HEAD", true, true) => "HeadObject",
+        ("PUT", true, false) => "CreateBucket",
+        ("PUT", true, true) => "PutObject",
+        ("DELETE", true, false) => "DeleteBucket",
+        ("DELETE", true, true) => "DeleteObject",
+        ("POST", _, _) => "PostObject",
+        _ => "Unknown",
+    }
+}
+
+/// A JSON request body as CloudTrail's `requestParameters`: member names in camelCase.
+fn camel_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (audit::camel(&k), camel_keys(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(camel_keys).collect())
+        }
+        other => other,
     }
 }
 

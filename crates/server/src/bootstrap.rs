@@ -2,6 +2,7 @@
 //! the listener until SIGTERM or Ctrl-C.
 
 use crate::app::{App, AppConfig};
+use crate::audit::{AuditConfig, Auditor};
 use crate::http::{self, ListenerLimits};
 use crate::session::SESSION_TOKEN_PURPOSE;
 use keyward_store::{Account, MasterKey, Sealer, Secret, Store, StoreError};
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     pub app: AppConfig,
     /// Listener limits.
     pub limits: ListenerLimits,
+    /// The audit trail.
+    pub audit: AuditConfig,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -75,6 +78,7 @@ impl fmt::Debug for ServeConfig {
             .field("root", &self.root)
             .field("app", &self.app)
             .field("limits", &self.limits)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -280,7 +284,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         local,
     )
     .await?;
-    let app = Arc::new(App::new(store.clone(), sealer, config.app));
+    let mut app = App::new(store.clone(), sealer, config.app);
+    let auditor = if config.audit.is_off() {
+        None
+    } else {
+        let a = Auditor::start(config.audit.clone(), store.clone()).map_err(StartError)?;
+        app = app.with_auditor(a.clone());
+        Some(a)
+    };
+    let app = Arc::new(app);
     let invalidator = app.spawn_cache_invalidation();
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
     eprintln!(
@@ -290,6 +302,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     http::run(listener, app, config.limits, shutdown_signal()).await;
     if let Some(t) = invalidator {
         t.abort();
+    }
+    if let Some(a) = auditor {
+        // Everything answered so far reaches the log and the store before they close.
+        a.close().await;
     }
     store.close().await?;
     eprintln!("keyward: stopped");

@@ -6,10 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod caller;
+mod cloudtrail;
 pub mod http;
 mod iam;
 pub mod keycache;
