@@ -2,8 +2,10 @@
 hash-chained log file and `keyward audit verify`, on SQLite and PostgreSQL."""
 import json
 import os
+import re
 import stat
 import subprocess
+import urllib.request
 from datetime import datetime, timezone
 
 import botocore.exceptions
@@ -233,6 +235,10 @@ def test_acknowledged_change_survives_kill_9(audited):
     # Acknowledged: already on disk, before anything else happens.
     assert any(l["eventName"] == "CreateUser" and l["requestParameters"] == {"userName": "frank"}
                for l in lines(audited.audit_log))
+    with urllib.request.urlopen(audited.url + "/_keyward/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert "keyward_audit_dropped_total 0" in metrics and "keyward_audit_failures_total 0" in metrics
+    assert int(re.search(r"keyward_audit_events_total (\d+)", metrics).group(1)) >= 1
     audited.kill9()
     audited.start()
     events = lookup(audited, ("EventName", "CreateUser"))

@@ -518,11 +518,17 @@ impl App {
                 "text/plain; charset=utf-8",
                 Bytes::from_static(b"ok\n"),
             ),
-            "metrics" => plain(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                Bytes::from(self.metrics.render()),
-            ),
+            "metrics" => {
+                let mut text = self.metrics.render();
+                if let Some(a) = &self.auditor {
+                    text.push_str(&a.stats().render());
+                }
+                plain(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    Bytes::from(text),
+                )
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",

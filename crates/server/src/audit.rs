@@ -263,6 +263,23 @@ pub struct AuditStats {
     pub failures: AtomicU64,
 }
 
+impl AuditStats {
+    /// The counters in Prometheus text exposition, appended to `/_keyward/metrics`.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP keyward_audit_events_total Audit events written.\n# TYPE keyward_audit_events_total counter\nkeyward_audit_events_total {}\n\
+             # HELP keyward_audit_batches_total Audit batches written (one fsync and one transaction each).\n# TYPE keyward_audit_batches_total counter\nkeyward_audit_batches_total {}\n\
+             # HELP keyward_audit_dropped_total Audit events lost because the writer had stopped.\n# TYPE keyward_audit_dropped_total counter\nkeyward_audit_dropped_total {}\n\
+             # HELP keyward_audit_failures_total Audit batches whose file or store write failed.\n# TYPE keyward_audit_failures_total counter\nkeyward_audit_failures_total {}\n",
+            g(&self.events),
+            g(&self.batches),
+            g(&self.dropped),
+            g(&self.failures)
+        )
+    }
+}
+
 enum Msg {
     Event(Box<AuditEvent>, Option<oneshot::Sender<()>>),
     Close(oneshot::Sender<()>),
