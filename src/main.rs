@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use keyward_server::app::AppConfig;
 use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
 use keyward_server::http::ListenerLimits;
+use keyward_server::tls::TlsFiles;
 use keyward_store::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +70,27 @@ struct ServeArgs {
     /// Pretend the server clock is off by this many seconds (to reproduce clock-skew errors).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset: i64,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. `kill -HUP` reloads both files without dropping connections.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "KEYWARD_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "KEYWARD_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (e.g. behind a TLS-terminating proxy); refused
+    /// otherwise.
+    #[arg(long)]
+    allow_plain_http: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +192,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             max_connections: args.max_connections,
             ..ListenerLimits::default()
         },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            // clap requires both or neither.
+            _ => None,
+        },
+        allow_plain_http: args.allow_plain_http,
     };
     runtime()?
         .block_on(bootstrap::serve(config))
