@@ -146,6 +146,13 @@ async fn serve(
                             let is_h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
                             let io = TokioIo::new(stream);
                             let ended = if is_h2 {
+                                let svc_app = Arc::clone(&app);
+                                let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+                                    authority_as_host(&mut req);
+                                    req.extensions_mut().insert(info);
+                                    let app = Arc::clone(&svc_app);
+                                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                                });
                                 watcher.watch(h2.serve_connection(io, service)).await
                             } else {
                                 watcher.watch(h1.serve_connection(io, service)).await
@@ -174,5 +181,48 @@ async fn serve(
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
+    }
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the URI; SigV4
+/// signs it as `host` (RFC 9113 §8.3.1: it stands for Host), so it is given back as that header.
+fn authority_as_host<B>(req: &mut hyper::Request<B>) {
+    if req.headers().contains_key(hyper::header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(hyper::header::HOST, host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_authority_becomes_the_host_header() {
+        let mut req = hyper::Request::builder()
+            .version(hyper::Version::HTTP_2)
+            .uri("https://127.0.0.1:4599/?Action=GetCallerIdentity")
+            .body(())
+            .unwrap();
+        authority_as_host(&mut req);
+        assert_eq!(req.headers()[hyper::header::HOST], "127.0.0.1:4599");
+        // A Host header the client sent wins.
+        let mut req = hyper::Request::builder()
+            .uri("https://a.example/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        authority_as_host(&mut req);
+        assert_eq!(req.headers()[hyper::header::HOST], "b.example");
+        // No authority (origin form), no header.
+        let mut req = hyper::Request::builder().uri("/").body(()).unwrap();
+        authority_as_host(&mut req);
+        assert!(req.headers().get(hyper::header::HOST).is_none());
     }
 }
