@@ -441,3 +441,39 @@ pub async fn migrate(
         database_url,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for ok in [
+            "127.0.0.1:1",
+            "127.5.6.7:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(
+                matches!(check_plain_exposure(addr(ok), false, false), Ok(None)),
+                "{ok}"
+            );
+        }
+        for exposed in ["0.0.0.0:4599", "[::]:4599", "10.1.2.3:1", "[2001:db8::1]:1"] {
+            let err = check_plain_exposure(addr(exposed), false, false).unwrap_err();
+            assert!(err.0.contains("refusing to serve plain HTTP"), "{err}");
+            assert!(err.0.contains(exposed), "{err}");
+            let warning = check_plain_exposure(addr(exposed), false, true).unwrap();
+            assert!(
+                warning.is_some_and(|w| w.contains("--allow-plain-http")),
+                "{exposed}"
+            );
+            // TLS may listen anywhere, silently.
+            assert!(matches!(
+                check_plain_exposure(addr(exposed), true, false),
+                Ok(None)
+            ));
+        }
+    }
+}
