@@ -8,6 +8,7 @@ use keyward_server::app::AppConfig;
 use keyward_server::audit::{AuditConfig, AuditLog};
 use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
 use keyward_server::http::ListenerLimits;
+use keyward_server::tls::TlsFiles;
 use keyward_store::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,6 +91,27 @@ struct ServeArgs {
     /// Days audit events stay in the store for CloudTrail LookupEvents (0: keep none there).
     #[arg(long, default_value_t = keyward_server::audit::DEFAULT_RETENTION_DAYS)]
     audit_retention_days: u64,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. `kill -HUP` reloads both files without dropping connections.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "KEYWARD_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "KEYWARD_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (e.g. behind a TLS-terminating proxy); refused
+    /// otherwise.
+    #[arg(long)]
+    allow_plain_http: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +226,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ),
             ..AuditConfig::default()
         },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            // clap requires both or neither.
+            _ => None,
+        },
+        allow_plain_http: args.allow_plain_http,
     };
     runtime()?
         .block_on(bootstrap::serve(config))

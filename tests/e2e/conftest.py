@@ -50,10 +50,12 @@ def free_port() -> int:
 class Server:
     """One `keyward serve` process."""
 
-    def __init__(self, data_dir, env=None, args=(), port=None, database_url=None):
+    def __init__(self, data_dir, env=None, args=(), port=None, database_url=None, tls=None):
+        """`tls`: (certificate PEM, key PEM, CA bundle PEM) to serve HTTPS, trusting that CA."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca_bundle = str(tls[2]) if tls else None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.env = dict(os.environ)
         self.env.update(
             {
@@ -69,6 +71,8 @@ class Server:
             else:
                 self.env[k] = v
         self.args = list(args)
+        if tls:
+            self.args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.database_url = database_url
         if database_url:
             self.args += ["--database-url", database_url]
@@ -85,11 +89,16 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 20
+        context = None
+        if self.ca_bundle:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.ca_bundle)
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"keyward exited with {self.proc.returncode}: {self.output()}")
             try:
-                with urllib.request.urlopen(self.url + "/_keyward/health", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/_keyward/health", timeout=1, context=context) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -130,6 +139,7 @@ class Server:
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             aws_session_token=token,
+            verify=self.ca_bundle,
             config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}, **cfg),
         )
 
@@ -151,8 +161,9 @@ class Server:
         )
         if token:
             env["AWS_SESSION_TOKEN"] = token
+        tls = ["--ca-bundle", self.ca_bundle] if self.ca_bundle else []
         p = subprocess.run(
-            [AWS, "--endpoint-url", self.url, "--output", "json", *args],
+            [AWS, "--endpoint-url", self.url, *tls, "--output", "json", *args],
             env=env,
             capture_output=True,
             text=True,

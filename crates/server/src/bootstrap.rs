@@ -5,6 +5,7 @@ use crate::app::{App, AppConfig};
 use crate::audit::{AuditConfig, Auditor};
 use crate::http::{self, ListenerLimits};
 use crate::session::SESSION_TOKEN_PURPOSE;
+use crate::tls::{CertStore, TlsFiles};
 use keyward_store::{Account, MasterKey, Sealer, Secret, Store, StoreError};
 use std::fmt;
 use std::io::Write;
@@ -59,6 +60,10 @@ pub struct ServeConfig {
     pub limits: ListenerLimits,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Serve over TLS with this certificate and key (reloaded on SIGHUP); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Allow plain HTTP on a non-loopback address (refused otherwise).
+    pub allow_plain_http: bool,
 }
 
 impl fmt::Debug for ServeConfig {
@@ -79,6 +84,8 @@ impl fmt::Debug for ServeConfig {
             .field("app", &self.app)
             .field("limits", &self.limits)
             .field("audit", &self.audit)
+            .field("tls", &self.tls)
+            .field("allow_plain_http", &self.allow_plain_http)
             .finish()
     }
 }
@@ -154,7 +161,7 @@ async fn ensure_default_account(
     data_dir: &Path,
     account_id: Option<&str>,
     root: Option<&RootCredentials>,
-    listen: SocketAddr,
+    endpoint: &str,
 ) -> Result<Account, StartError> {
     if let Some(id) = account_id {
         if !keyward_ids::is_account_id(id) {
@@ -219,14 +226,14 @@ async fn ensure_default_account(
                 let path = data_dir.join(ROOT_CREDENTIALS_FILE);
                 write_secret_file(
                     &path,
-                    &profile_text("keyward", &key.key_id, &secret, listen),
+                    &endpoint_profile_text("keyward", &key.key_id, &secret, endpoint),
                 )?;
                 println!(
                     "keyward: created account {} with root credentials. They are shown once here and kept in {} (mode 0600).\n\
                      Paste this profile into ~/.aws/config, then use `aws --profile keyward ...`:\n\n{}",
                     account.id,
                     path.display(),
-                    profile_text("keyward", &key.key_id, &secret, listen)
+                    endpoint_profile_text("keyward", &key.key_id, &secret, endpoint)
                 );
             }
         }
@@ -236,10 +243,41 @@ async fn ensure_default_account(
 
 /// An AWS CLI profile (for `~/.aws/config`) with credentials and `endpoint_url`.
 pub fn profile_text(name: &str, key_id: &str, secret: &Secret, listen: SocketAddr) -> String {
+    endpoint_profile_text(name, key_id, secret, &format!("http://{listen}"))
+}
+
+/// An AWS CLI profile (for `~/.aws/config`) with credentials and `endpoint_url = endpoint`.
+pub fn endpoint_profile_text(name: &str, key_id: &str, secret: &Secret, endpoint: &str) -> String {
     format!(
-        "[profile {name}]\naws_access_key_id = {key_id}\naws_secret_access_key = {}\nregion = us-east-1\nendpoint_url = http://{listen}\n",
+        "[profile {name}]\naws_access_key_id = {key_id}\naws_secret_access_key = {}\nregion = us-east-1\nendpoint_url = {endpoint}\n",
         secret.expose()
     )
+}
+
+/// Refuses plain HTTP on an address other machines can reach (credentials and signed requests
+/// would cross the network in clear text), unless `allow_plain_http`; returns the warning to
+/// print when it is allowed.
+pub fn check_plain_exposure(
+    listen: SocketAddr,
+    tls: bool,
+    allow_plain_http: bool,
+) -> Result<Option<String>, StartError> {
+    if tls || listen.ip().to_canonical().is_loopback() {
+        return Ok(None);
+    }
+    if allow_plain_http {
+        return Ok(Some(format!(
+            "serving plain HTTP on {listen}, which is not a loopback address (--allow-plain-http): \
+             requests, session tokens and returned secrets cross the network unencrypted unless a \
+             TLS proxy is in front"
+        )));
+    }
+    Err(StartError(format!(
+        "refusing to serve plain HTTP on {listen}, which is not a loopback address: requests, \
+         session tokens and returned secrets would cross the network unencrypted. Give \
+         --tls-cert and --tls-key, listen on 127.0.0.1, or pass --allow-plain-http (e.g. behind \
+         a TLS-terminating proxy)"
+    )))
 }
 
 /// Writes `text` to a new file created with mode 0600 (replacing an older one).
@@ -264,6 +302,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Runs `keyward serve` until SIGTERM or Ctrl-C.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
+    if let Some(warning) =
+        check_plain_exposure(config.listen, config.tls.is_some(), config.allow_plain_http)?
+    {
+        tracing::warn!("{warning}");
+        eprintln!("keyward: warning: {warning}");
+    }
+    let certs = match &config.tls {
+        Some(files) => Some(Arc::new(CertStore::load(files.clone()).map_err(|e| {
+            StartError(format!("cannot load the TLS certificate and key: {e}"))
+        })?)),
+        None => None,
+    };
+    let acceptor = match &certs {
+        Some(c) => Some(crate::tls::acceptor(Arc::clone(c)).map_err(StartError)?),
+        None => None,
+    };
     let (store, sealer) = open_store(
         &config.data_dir,
         config.database_url.as_deref(),
@@ -276,12 +330,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let local = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{local}");
     let account = ensure_default_account(
         &store,
         &config.data_dir,
         config.account_id.as_deref(),
         config.root.as_ref(),
-        local,
+        &endpoint,
     )
     .await?;
     let mut app = App::new(store.clone(), sealer, config.app);
@@ -296,10 +352,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let invalidator = app.spawn_cache_invalidation();
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
     eprintln!(
-        "keyward: listening on http://{local} (default account {})",
+        "keyward: listening on {endpoint} (default account {})",
         account.id
     );
-    http::run(listener, app, config.limits, shutdown_signal()).await;
+    let reloader = spawn_reload_on_hangup(certs)?;
+    match acceptor {
+        Some(tls) => http::run_tls(listener, app, config.limits, tls, shutdown_signal()).await,
+        None => http::run(listener, app, config.limits, shutdown_signal()).await,
+    }
+    reloader.abort();
     if let Some(t) = invalidator {
         t.abort();
     }
@@ -310,6 +371,41 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     store.close().await?;
     eprintln!("keyward: stopped");
     Ok(())
+}
+
+/// On SIGHUP, reloads the TLS certificate and key from their files (a bad new pair is logged and
+/// the current one kept); without TLS there is nothing to reload, which is logged too. Handling
+/// the signal at all keeps SIGHUP from ending the process.
+fn spawn_reload_on_hangup(
+    certs: Option<Arc<CertStore>>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| StartError(format!("cannot handle SIGHUP: {e}")))?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let Some(certs) = &certs else {
+                tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload");
+                continue;
+            };
+            let files = certs.files();
+            // Two small files: read on a blocking thread all the same.
+            let store = Arc::clone(certs);
+            let result = tokio::task::spawn_blocking(move || store.reload())
+                .await
+                .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+            match result {
+                Ok(()) => tracing::info!(
+                    cert = %files.cert.display(),
+                    key = %files.key.display(),
+                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                ),
+                Err(e) => tracing::error!(
+                    "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
+                ),
+            }
+        }
+    }))
 }
 
 async fn shutdown_signal() {
@@ -360,4 +456,40 @@ pub async fn migrate(
         data_dir,
         database_url,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for ok in [
+            "127.0.0.1:1",
+            "127.5.6.7:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(
+                matches!(check_plain_exposure(addr(ok), false, false), Ok(None)),
+                "{ok}"
+            );
+        }
+        for exposed in ["0.0.0.0:4599", "[::]:4599", "10.1.2.3:1", "[2001:db8::1]:1"] {
+            let err = check_plain_exposure(addr(exposed), false, false).unwrap_err();
+            assert!(err.0.contains("refusing to serve plain HTTP"), "{err}");
+            assert!(err.0.contains(exposed), "{err}");
+            let warning = check_plain_exposure(addr(exposed), false, true).unwrap();
+            assert!(
+                warning.is_some_and(|w| w.contains("--allow-plain-http")),
+                "{exposed}"
+            );
+            // TLS may listen anywhere, silently.
+            assert!(matches!(
+                check_plain_exposure(addr(exposed), true, false),
+                Ok(None)
+            ));
+        }
+    }
 }

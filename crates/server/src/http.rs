@@ -1,10 +1,13 @@
-//! The HTTP/1.1 listener: accept loop, per-connection limits and timeouts, graceful shutdown.
+//! The listener: accept loop, per-connection limits and timeouts, graceful shutdown. Plain HTTP/1.1
+//! ([`run`]), or TLS with HTTP/2 or HTTP/1.1 chosen by ALPN ([`run_tls`]); the same connection
+//! limit, header-read timeout and graceful shutdown apply to both, and a TLS handshake must finish
+//! within the header-read timeout.
 
 use crate::app::App;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// What the listener knows about the connection a request came on, attached to every request as an
 /// extension (`req.extensions().get::<ConnInfo>()`); absent when a test calls [`App::handle`] directly.
@@ -46,11 +50,34 @@ impl Default for ListenerLimits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
+/// Serves `app` in plain HTTP/1.1 on `listener` until `shutdown` completes, then drains open
+/// connections.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     limits: ListenerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, app, limits, None, shutdown).await;
+}
+
+/// Serves `app` over TLS on `listener` (HTTP/2 when the client's ALPN asks for `h2`, else
+/// HTTP/1.1) until `shutdown` completes, then drains open connections.
+pub async fn run_tls(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ListenerLimits,
+    tls: TlsAcceptor,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, app, limits, Some(tls), shutdown).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ListenerLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -61,6 +88,13 @@ pub async fn run(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    // HTTP/2 has no header-read timeout: a peer that stops answering pings is dropped instead.
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -90,11 +124,49 @@ pub async fn run(
                     let app = Arc::clone(&svc_app);
                     async move { Ok::<_, Infallible>(app.handle(req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let Some(acceptor) = &tls else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        app.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let (h1, h2) = (builder.clone(), h2.clone());
+                let watcher = graceful.watcher();
+                let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let is_h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+                            let io = TokioIo::new(stream);
+                            let ended = if is_h2 {
+                                let svc_app = Arc::clone(&app);
+                                let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+                                    authority_as_host(&mut req);
+                                    req.extensions_mut().insert(info);
+                                    let app = Arc::clone(&svc_app);
+                                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                                });
+                                watcher.watch(h2.serve_connection(io, service)).await
+                            } else {
+                                watcher.watch(h1.serve_connection(io, service)).await
+                            };
+                            if let Err(e) = ended {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not finished in time; closing");
+                        }
                     }
                     app.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
@@ -109,5 +181,48 @@ pub async fn run(
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
+    }
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the URI; SigV4
+/// signs it as `host` (RFC 9113 §8.3.1: it stands for Host), so it is given back as that header.
+fn authority_as_host<B>(req: &mut hyper::Request<B>) {
+    if req.headers().contains_key(hyper::header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(hyper::header::HOST, host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_authority_becomes_the_host_header() {
+        let mut req = hyper::Request::builder()
+            .version(hyper::Version::HTTP_2)
+            .uri("https://127.0.0.1:4599/?Action=GetCallerIdentity")
+            .body(())
+            .unwrap();
+        authority_as_host(&mut req);
+        assert_eq!(req.headers()[hyper::header::HOST], "127.0.0.1:4599");
+        // A Host header the client sent wins.
+        let mut req = hyper::Request::builder()
+            .uri("https://a.example/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        authority_as_host(&mut req);
+        assert_eq!(req.headers()[hyper::header::HOST], "b.example");
+        // No authority (origin form), no header.
+        let mut req = hyper::Request::builder().uri("/").body(()).unwrap();
+        authority_as_host(&mut req);
+        assert!(req.headers().get(hyper::header::HOST).is_none());
     }
 }

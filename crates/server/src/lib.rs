@@ -20,6 +20,7 @@ mod respond;
 mod s3;
 pub mod session;
 mod sts;
+pub mod tls;
 
 pub use app::{App, AppConfig};
 pub use bootstrap::{serve, ServeConfig};

@@ -263,7 +263,8 @@ impl Store {
     }
 
     /// Connects to PostgreSQL (`postgres://` or `postgresql://` URL, as libpq reads it: a unix
-    /// socket as `host=/run/postgresql` or a percent-encoded host, `sslmode=disable|prefer`,
+    /// socket as `host=/run/postgresql` or a percent-encoded host, `sslmode` — `disable`,
+    /// `prefer` (the default), `require`, `verify-ca`, `verify-full` — with `sslrootcert`,
     /// `connect_timeout`, `options`...), applies pending migrations (one node at a time when
     /// several start together) and starts the background last-used flush. An unreachable server
     /// or a refused login fails `Unavailable` within [`POSTGRES_CONNECT_TIMEOUT`] and the error

@@ -34,7 +34,7 @@ use deadpool_postgres::{
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Config, IsolationLevel, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Config, IsolationLevel, Row};
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
 use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
@@ -43,6 +43,10 @@ use crate::model::{
 };
 use crate::validate::fold;
 use crate::{mask_database_url, Change, StoreError};
+
+mod tls;
+
+use tls::{MakeRustls, RootCerts, SslMode};
 
 /// How long opening a connection may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +74,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 pub(crate) struct PgBackend {
     pool: Pool,
     config: Config,
+    tls: MakeRustls,
     masked_url: String,
     closed: AtomicBool,
     changes: broadcast::Sender<Change>,
@@ -163,18 +168,29 @@ fn pool_error(e: PoolError) -> StoreError {
 }
 
 /// Parses a `postgres://` / `postgresql://` URL and adds keyward's defaults: connect timeout,
-/// statement timeout, keepalives, application name. Supported `sslmode`s: `disable`, `prefer`
-/// (plain text: TLS is not built in yet).
-pub(crate) fn parse_config(url: &str) -> Result<Config> {
+/// statement timeout, keepalives, application name. Returns it with the TLS connector of its
+/// `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`, `verify-full`; see
+/// [`tls`]) and `sslrootcert`.
+pub(crate) fn parse_config(url: &str) -> Result<(Config, MakeRustls)> {
     let masked = mask_database_url(url);
-    for mode in ["require", "verify-ca", "verify-full"] {
-        if url.contains(&format!("sslmode={mode}")) {
-            return Err(StoreError::InvalidInput(format!(
-                "database URL {masked}: sslmode={mode} is not supported yet (TLS to PostgreSQL is \
-                 not built in); use sslmode=disable or prefer, or a unix socket"
-            )));
-        }
-    }
+    let (rest, ssl) = split_ssl_params(url);
+    let mode = match ssl.mode.as_deref() {
+        None => SslMode::Prefer,
+        Some(v) => SslMode::parse(v).ok_or_else(|| {
+            StoreError::InvalidInput(format!(
+                "database URL {masked}: unknown sslmode {v:?}; use disable, prefer, require, \
+                 verify-ca or verify-full"
+            ))
+        })?,
+    };
+    // As libpq: `require` with a root certificate file verifies the chain.
+    let mode = match (mode, ssl.rootcert.as_deref()) {
+        (SslMode::Require, Some(r)) if r != "system" => SslMode::VerifyCa,
+        _ => mode,
+    };
+    let tls = MakeRustls::new(mode, &RootCerts::from_param(ssl.rootcert.as_deref()))
+        .map_err(|e| StoreError::InvalidInput(format!("database URL {masked}: {e}")))?;
+    let url = rest.as_str();
     let mut config = Config::from_str(url).map_err(|e| {
         StoreError::InvalidInput(format!("invalid database URL {masked}: {}", chain(&e)))
     })?;
@@ -195,18 +211,82 @@ pub(crate) fn parse_config(url: &str) -> Result<Config> {
         config.application_name("keyward");
     }
     config.keepalives_idle(Duration::from_secs(30));
-    Ok(config)
+    // PostgreSQL never speaks TLS on a unix socket; libpq then goes plain whatever the mode.
+    let all_unix = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    config.ssl_mode(if all_unix {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        mode.negotiation()
+    });
+    Ok((config, tls))
+}
+
+/// The TLS parameters of a URL's query, taken out since tokio-postgres knows only some of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SslParams {
+    mode: Option<String>,
+    rootcert: Option<String>,
+}
+
+/// Splits `sslmode` and `sslrootcert` (percent-decoded; the last one wins, as in libpq) off the
+/// URL's query and returns the URL without them.
+fn split_ssl_params(url: &str) -> (String, SslParams) {
+    let mut ssl = SslParams::default();
+    let Some((head, query)) = url.split_once('?') else {
+        return (url.to_owned(), ssl);
+    };
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key {
+            "sslmode" => ssl.mode = Some(percent_decode(value)),
+            "sslrootcert" => ssl.rootcert = Some(percent_decode(value)),
+            _ => kept.push(param),
+        }
+    }
+    let rest = if kept.is_empty() {
+        head.to_owned()
+    } else {
+        format!("{head}?{}", kept.join("&"))
+    };
+    (rest, ssl)
+}
+
+/// `%XX` decoding of a URL query value (invalid escapes are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl PgBackend {
     /// Connects (failing within [`CONNECT_TIMEOUT`] with an error naming the masked URL) and
     /// brings the schema up to date.
     pub(crate) async fn open(url: &str) -> Result<PgBackend> {
-        let config = parse_config(url)?;
+        let (config, tls) = parse_config(url)?;
         let masked_url = mask_database_url(url);
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -222,6 +302,7 @@ impl PgBackend {
         let backend = PgBackend {
             pool,
             config,
+            tls,
             masked_url,
             closed: AtomicBool::new(false),
             changes: broadcast::channel(1024).0,
@@ -1193,6 +1274,7 @@ impl Backend for PgBackend {
         if !self.listening.swap(true, Ordering::AcqRel) {
             tokio::spawn(listen(
                 self.config.clone(),
+                self.tls.clone(),
                 self.changes.clone(),
                 self.stop.subscribe(),
             ));
@@ -1323,6 +1405,7 @@ impl Backend for PgBackend {
 /// again, since notifications sent meanwhile are lost. Ends when `stop` turns true.
 async fn listen(
     config: Config,
+    tls: MakeRustls,
     changes: broadcast::Sender<Change>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -1331,7 +1414,7 @@ async fn listen(
         if *stop.borrow() {
             return;
         }
-        let connected = tokio::time::timeout(CALL_TIMEOUT, config.connect(NoTls)).await;
+        let connected = tokio::time::timeout(CALL_TIMEOUT, config.connect(tls.clone())).await;
         if let Ok(Ok((client, mut conn))) = connected {
             let forward = {
                 let changes = changes.clone();
@@ -1373,5 +1456,63 @@ async fn listen(
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn ssl_params_are_split_off_and_the_rest_is_kept() {
+        let (rest, ssl) = split_ssl_params(
+            "postgres://u:pw@h:5/db?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20b.pem&options=-c%20a%3D1",
+        );
+        assert_eq!(
+            rest,
+            "postgres://u:pw@h:5/db?application_name=x&options=-c%20a%3D1"
+        );
+        assert_eq!(ssl.mode.as_deref(), Some("verify-full"));
+        assert_eq!(ssl.rootcert.as_deref(), Some("/etc/ca b.pem"));
+        let (rest, ssl) = split_ssl_params("postgres://u@h/db?sslmode=disable");
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(ssl.mode.as_deref(), Some("disable"));
+        let (rest, ssl) = split_ssl_params("postgres://u@h/db");
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(ssl, SslParams::default());
+        assert_eq!(percent_decode("a%2x%41%"), "a%2xA%");
+    }
+
+    #[test]
+    fn modes_reach_tokio_postgres() {
+        use tokio_postgres::config::SslMode as Pg;
+        for (q, want) in [
+            ("", Pg::Prefer),
+            ("?sslmode=disable", Pg::Disable),
+            ("?sslmode=prefer", Pg::Prefer),
+            ("?sslmode=require", Pg::Require),
+            ("?sslmode=verify-ca&sslrootcert=system", Pg::Require),
+            ("?sslmode=verify-full", Pg::Require),
+        ] {
+            match parse_config(&format!("postgres://u@127.0.0.1/db{q}")) {
+                Ok((config, _)) => assert_eq!(config.get_ssl_mode(), want, "{q}"),
+                // A machine without system roots: verify-* is refused up front, clearly.
+                Err(e) => assert!(e.to_string().contains("no system root"), "{q}: {e}"),
+            }
+        }
+        // A unix socket never uses TLS (as libpq), whatever the mode.
+        let (config, _) =
+            parse_config("postgresql:///db?host=/run/postgresql&sslmode=require").unwrap();
+        assert_eq!(config.get_ssl_mode(), Pg::Disable);
+        let err = parse_config("postgres://u:hunter2@h/db?sslmode=verify-everything")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unknown sslmode \"verify-everything\""),
+            "{err}"
+        );
+        assert!(err.contains("postgres://u:***@h/db"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -450,15 +450,22 @@ fn unreachable_server_or_refused_login_is_a_clear_error() {
         assert!(err.to_string().contains("mysql://root:***@db/x"), "{err}");
         assert!(!err.to_string().contains("hunter2"));
 
-        // TLS that is not built in yet is refused up front, not silently downgraded.
+        // An sslmode libpq does not know either is refused up front, not silently downgraded.
         let err = Store::open(
-            "postgres://u:pw@localhost/db?sslmode=verify-full",
+            "postgres://u:pw@localhost/db?sslmode=verify-fully",
             MasterKey::from_bytes(MASTER),
         )
         .await
         .unwrap_err();
         assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
-        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
+        assert!(
+            err.to_string().contains("sslmode \"verify-fully\""),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("postgres://u:***@localhost/db"),
+            "{err}"
+        );
 
         // A login the server refuses (no such role; trust auth accepts any password).
         let Some(admin) = admin_url() else { return };
