@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use keyward_server::app::AppConfig;
 use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
 use keyward_server::http::ListenerLimits;
+use keyward_server::throttle::ThrottleConfig;
 use keyward_store::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +70,19 @@ struct ServeArgs {
     /// Pretend the server clock is off by this many seconds (to reproduce clock-skew errors).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     clock_offset: i64,
+    /// Failed authentications a source address (IPv6: its /64) may have per window; past it, all its
+    /// requests get the throttling error (`Throttling`, S3 `SlowDown`). 0 disables.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_FAILURES_PER_SOURCE)]
+    auth_failures_per_source: u32,
+    /// Failed authentications an access key id may have per window, from all sources; past it, sources
+    /// that failed for the key are refused and further failures get the throttling error, while
+    /// correctly signed requests still pass. 0 disables.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_FAILURES_PER_KEY)]
+    auth_failures_per_key: u32,
+    /// Length in seconds of the sliding window of failed-authentication counts.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    auth_failure_window: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +178,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         app: AppConfig {
             clock_offset_secs: args.clock_offset,
             key_cache_ttl: std::time::Duration::from_secs(args.key_cache_ttl),
+            throttle: ThrottleConfig {
+                per_source: args.auth_failures_per_source,
+                per_key: args.auth_failures_per_key,
+                window: std::time::Duration::from_secs(args.auth_failure_window),
+                ..ThrottleConfig::default()
+            },
             ..AppConfig::default()
         },
         limits: ListenerLimits {

@@ -1,9 +1,11 @@
 //! The application: one request in, one response out, independent of sockets so tests can call
 //! [`App::handle`] directly.
 
-use crate::auth::{self, authenticate, malformed, missing_authentication};
+use crate::auth::{self, authenticate_counted, malformed, missing_authentication, AuthFailure};
+use crate::http::ConnInfo;
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
+use crate::throttle::{self, Gate, Reason, Source, Throttle, ThrottleConfig};
 use crate::{iam, s3, sts};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -35,6 +37,8 @@ pub struct AppConfig {
     pub key_cache_ttl: Duration,
     /// Most keys in the verification cache.
     pub key_cache_capacity: usize,
+    /// Failed-authentication throttling.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for AppConfig {
@@ -43,6 +47,7 @@ impl Default for AppConfig {
             clock_offset_secs: 0,
             key_cache_ttl: Duration::from_secs(DEFAULT_KEY_CACHE_TTL_SECS),
             key_cache_capacity: 100_000,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -54,6 +59,7 @@ pub struct App {
     signing_keys: SigningKeyCache,
     key_cache: KeyCache,
     metrics: Metrics,
+    throttle: Throttle,
     config: AppConfig,
 }
 
@@ -84,6 +90,7 @@ impl App {
             signing_keys: SigningKeyCache::new(config.key_cache_capacity),
             key_cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             metrics: Metrics::default(),
+            throttle: Throttle::new(config.throttle.clone()),
             config,
         }
     }
@@ -111,6 +118,11 @@ impl App {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The failed-authentication throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// The server's notion of now (the real clock, shifted by the configured offset).
@@ -230,8 +242,28 @@ impl App {
                 return self.error_response(&err, dialect, &rid);
             }
         };
+        // Before any lookup or signature check: is the source, or this source for this key id, refused?
+        let source = parts
+            .extensions
+            .get::<ConnInfo>()
+            .map(|c| Source::of(c.peer.ip()));
+        let key_id = match &parsed {
+            Ok(Some(SignedRequest::V4(a))) => Some(a.access_key_id()),
+            Ok(Some(SignedRequest::V2Presigned(a))) => Some(a.access_key_id()),
+            _ => None,
+        };
+        let gate = self.throttle.check(source, key_id);
+        if gate.refuse.is_some() {
+            return self.error_response(&throttle::throttling_error(dialect), dialect, &rid);
+        }
+        let key_id = key_id.map(str::to_owned);
+        let guard = AuthGuard {
+            gate,
+            source,
+            key_id: key_id.as_deref(),
+        };
         let mut resp = match self
-            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now)
+            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now, &guard)
             .await
         {
             Ok(body) => {
@@ -255,6 +287,7 @@ impl App {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         &self,
         req: &Request<'_>,
@@ -263,6 +296,7 @@ impl App {
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
+        guard: &AuthGuard<'_>,
     ) -> Result<String, ApiError> {
         let mut params = Params::default();
         if matches!(*dialect, Dialect::Iam | Dialect::Sts) {
@@ -282,12 +316,16 @@ impl App {
         }
         let parsed = match parsed {
             Ok(Some(p)) => p,
+            // No credential at all: nothing was guessed, and nothing looked up; not counted.
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
-            Err(e) => return Err(self.auth_failed(malformed(*dialect, &e))),
+            Err(e) => {
+                let f = AuthFailure::from(malformed(*dialect, &e));
+                return Err(self.auth_failed_counted(f, *dialect, guard));
+            }
         };
-        let authn = authenticate(self, req, body, &parsed, *dialect, now)
+        let authn = authenticate_counted(self, req, body, &parsed, *dialect, now)
             .await
-            .map_err(|e| self.auth_failed(e))?;
+            .map_err(|f| self.auth_failed_counted(f, *dialect, guard))?;
         self.metrics
             .auth_ok
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -344,6 +382,26 @@ impl App {
         e
     }
 
+    /// Counts a failure for the throttle; a failure for a hot key id is answered with the throttling
+    /// error instead (its source is refused from now on).
+    fn auth_failed_counted(
+        &self,
+        f: AuthFailure,
+        dialect: Dialect,
+        guard: &AuthGuard<'_>,
+    ) -> ApiError {
+        let e = self.auth_failed(f.error);
+        if !f.counts {
+            return e;
+        }
+        self.throttle.failure(guard.source, guard.key_id);
+        if guard.gate.key_hot {
+            self.throttle.refused(Reason::KeyFailed);
+            return throttle::throttling_error(dialect);
+        }
+        e
+    }
+
     fn error_response(
         &self,
         e: &ApiError,
@@ -381,7 +439,7 @@ impl App {
             "metrics" => plain(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                Bytes::from(self.metrics.render()),
+                Bytes::from(self.metrics.render() + &self.throttle.render_metrics()),
             ),
             _ => plain(
                 StatusCode::NOT_FOUND,
@@ -390,6 +448,13 @@ impl App {
             ),
         }
     }
+}
+
+/// What the throttle needs to count a request's authentication failure.
+struct AuthGuard<'a> {
+    gate: Gate,
+    source: Option<Source>,
+    key_id: Option<&'a str>,
 }
 
 fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {

@@ -18,6 +18,7 @@ mod respond;
 mod s3;
 pub mod session;
 mod sts;
+pub mod throttle;
 
 pub use app::{App, AppConfig};
 pub use bootstrap::{serve, ServeConfig};
