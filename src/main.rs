@@ -79,6 +79,10 @@ struct ServeArgs {
     /// correctly signed requests still pass. 0 disables.
     #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_FAILURES_PER_KEY)]
     auth_failures_per_key: u32,
+    /// Seconds allowed to receive a request's body once its headers are in.
+    #[arg(long, default_value_t = keyward_server::app::DEFAULT_BODY_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
     /// Length in seconds of the sliding window of failed-authentication counts.
     #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_WINDOW_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -184,6 +188,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 window: std::time::Duration::from_secs(args.auth_failure_window),
                 ..ThrottleConfig::default()
             },
+            body_read_timeout: std::time::Duration::from_secs(args.body_read_timeout),
             ..AppConfig::default()
         },
         limits: ListenerLimits {

@@ -23,6 +23,9 @@ pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
 pub const S3_BODY_LIMIT: usize = 8 << 20;
 
+/// Default time allowed to receive a request's body once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 20;
+
 /// Default lifetime of a verification cache entry. Changes made through a node evict its entries at
 /// once, and other nodes' changes arrive by notification (PostgreSQL); the lifetime bounds staleness
 /// only when a notification is lost, and how long verification survives a database outage.
@@ -39,6 +42,9 @@ pub struct AppConfig {
     pub key_cache_capacity: usize,
     /// Failed-authentication throttling.
     pub throttle: ThrottleConfig,
+    /// Time allowed to receive a request's body (a client that stops sending mid-body is answered
+    /// `RequestTimeout` and its connection closed).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -48,6 +54,7 @@ impl Default for AppConfig {
             key_cache_ttl: Duration::from_secs(DEFAULT_KEY_CACHE_TTL_SECS),
             key_cache_capacity: 100_000,
             throttle: ThrottleConfig::default(),
+            body_read_timeout: Duration::from_secs(DEFAULT_BODY_READ_TIMEOUT_SECS),
         }
     }
 }
@@ -213,7 +220,23 @@ impl App {
         } else {
             QUERY_BODY_LIMIT
         };
-        let body = match Limited::new(body, limit).collect().await {
+        let collected = tokio::time::timeout(
+            self.config.body_read_timeout,
+            Limited::new(body, limit).collect(),
+        )
+        .await;
+        let Ok(collected) = collected else {
+            let err = ApiError::new(
+                400,
+                "RequestTimeout",
+                "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+            );
+            let mut resp = self.error_response(&err, dialect, &rid);
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        };
+        let body = match collected {
             Ok(c) => c.to_bytes(),
             Err(e) => {
                 let err = if e
