@@ -9,6 +9,7 @@ use keyward_server::audit::{AuditConfig, AuditLog};
 use keyward_server::bootstrap::{self, RootCredentials, ServeConfig};
 use keyward_server::http::ListenerLimits;
 use keyward_server::tls::TlsFiles;
+use keyward_server::throttle::ThrottleConfig;
 use keyward_store::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +113,23 @@ struct ServeArgs {
     /// otherwise.
     #[arg(long)]
     allow_plain_http: bool,
+    /// Failed authentications a source address (IPv6: its /64) may have per window; past it, all its
+    /// requests get the throttling error (`Throttling`, S3 `SlowDown`). 0 disables.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_FAILURES_PER_SOURCE)]
+    auth_failures_per_source: u32,
+    /// Failed authentications an access key id may have per window, from all sources; past it, sources
+    /// that failed for the key are refused and further failures get the throttling error, while
+    /// correctly signed requests still pass. 0 disables.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_FAILURES_PER_KEY)]
+    auth_failures_per_key: u32,
+    /// Seconds allowed to receive a request's body once its headers are in.
+    #[arg(long, default_value_t = keyward_server::app::DEFAULT_BODY_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
+    /// Length in seconds of the sliding window of failed-authentication counts.
+    #[arg(long, default_value_t = keyward_server::throttle::DEFAULT_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    auth_failure_window: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +225,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         app: AppConfig {
             clock_offset_secs: args.clock_offset,
             key_cache_ttl: std::time::Duration::from_secs(args.key_cache_ttl),
+            throttle: ThrottleConfig {
+                per_source: args.auth_failures_per_source,
+                per_key: args.auth_failures_per_key,
+                window: std::time::Duration::from_secs(args.auth_failure_window),
+                ..ThrottleConfig::default()
+            },
+            body_read_timeout: std::time::Duration::from_secs(args.body_read_timeout),
             ..AppConfig::default()
         },
         limits: ListenerLimits {

@@ -111,3 +111,41 @@ mod tests {
         assert_eq!(expand_path("/p/${nope", &E), PathBuf::from("/p/${nope"));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Env(Vec<(String, String)>);
+    impl Environment for Env {
+        fn var(&self, n: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        }
+        fn home_dir(&self) -> Option<PathBuf> {
+            Some(PathBuf::from("/home/u"))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any path expands without panicking; text without `$` or a leading `~` is left alone.
+        #[test]
+        fn expansion_never_panics(p in "[~${}/a-zA-Z_0-9.]{0,30}", vars in prop::collection::vec(("[A-Z_]{1,4}", "[a-z/]{0,6}"), 0..4)) {
+            let env = Env(vars);
+            let out = expand_path(&p, &env);
+            if !p.contains('$') && !p.starts_with('~') {
+                prop_assert_eq!(out, PathBuf::from(&p));
+            }
+        }
+
+        /// `$NAME` and `${NAME}` of a set variable become its value.
+        #[test]
+        fn set_variables_are_replaced(name in "[A-Z][A-Z_]{0,5}", value in "[a-z0-9/]{0,10}", braces in any::<bool>()) {
+            let env = Env(vec![(name.clone(), value.clone())]);
+            let p = if braces { format!("/x/${{{name}}}/y") } else { format!("/x/${name}/y") };
+            prop_assert_eq!(expand_path(&p, &env), PathBuf::from(format!("/x/{value}/y")));
+        }
+    }
+}

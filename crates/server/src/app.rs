@@ -2,10 +2,12 @@
 //! [`App::handle`] directly.
 
 use crate::audit::{self, AuditEvent, Auditor, Principal};
-use crate::auth::{self, authenticate, malformed, missing_authentication};
+use crate::auth::{self, authenticate_counted, malformed, missing_authentication, AuthFailure};
 use crate::caller::Caller;
+use crate::http::ConnInfo;
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
+use crate::throttle::{self, Gate, Reason, Source, Throttle, ThrottleConfig};
 use crate::{cloudtrail, iam, s3, sts};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -23,6 +25,9 @@ pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
 pub const S3_BODY_LIMIT: usize = 8 << 20;
 
+/// Default time allowed to receive a request's body once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 20;
+
 /// Default lifetime of a verification cache entry. Changes made through a node evict its entries at
 /// once, and other nodes' changes arrive by notification (PostgreSQL); the lifetime bounds staleness
 /// only when a notification is lost, and how long verification survives a database outage.
@@ -37,6 +42,11 @@ pub struct AppConfig {
     pub key_cache_ttl: Duration,
     /// Most keys in the verification cache.
     pub key_cache_capacity: usize,
+    /// Failed-authentication throttling.
+    pub throttle: ThrottleConfig,
+    /// Time allowed to receive a request's body (a client that stops sending mid-body is answered
+    /// `RequestTimeout` and its connection closed).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -45,6 +55,8 @@ impl Default for AppConfig {
             clock_offset_secs: 0,
             key_cache_ttl: Duration::from_secs(DEFAULT_KEY_CACHE_TTL_SECS),
             key_cache_capacity: 100_000,
+            throttle: ThrottleConfig::default(),
+            body_read_timeout: Duration::from_secs(DEFAULT_BODY_READ_TIMEOUT_SECS),
         }
     }
 }
@@ -56,6 +68,7 @@ pub struct App {
     signing_keys: SigningKeyCache,
     key_cache: KeyCache,
     metrics: Metrics,
+    throttle: Throttle,
     config: AppConfig,
     auditor: Option<Auditor>,
 }
@@ -98,6 +111,7 @@ impl App {
             signing_keys: SigningKeyCache::new(config.key_cache_capacity),
             key_cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             metrics: Metrics::default(),
+            throttle: Throttle::new(config.throttle.clone()),
             config,
             auditor: None,
         }
@@ -137,6 +151,11 @@ impl App {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The failed-authentication throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// The server's notion of now (the real clock, shifted by the configured offset).
@@ -227,7 +246,23 @@ impl App {
         } else {
             QUERY_BODY_LIMIT
         };
-        let body = match Limited::new(body, limit).collect().await {
+        let collected = tokio::time::timeout(
+            self.config.body_read_timeout,
+            Limited::new(body, limit).collect(),
+        )
+        .await;
+        let Ok(collected) = collected else {
+            let err = ApiError::new(
+                400,
+                "RequestTimeout",
+                "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+            );
+            let mut resp = self.error_response(&err, dialect, &rid);
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        };
+        let body = match collected {
             Ok(c) => c.to_bytes(),
             Err(e) => {
                 let err = if e
@@ -256,9 +291,31 @@ impl App {
                 return self.error_response(&err, dialect, &rid);
             }
         };
+        // Before any lookup or signature check: is the source, or this source for this key id, refused?
+        let source = parts
+            .extensions
+            .get::<ConnInfo>()
+            .map(|c| Source::of(c.peer.ip()));
+        let key_id = match &parsed {
+            Ok(Some(SignedRequest::V4(a))) => Some(a.access_key_id()),
+            Ok(Some(SignedRequest::V2Presigned(a))) => Some(a.access_key_id()),
+            _ => None,
+        };
+        let gate = self.throttle.check(source, key_id);
+        if gate.refuse.is_some() {
+            return self.error_response(&throttle::throttling_error(dialect), dialect, &rid);
+        }
+        let key_id = key_id.map(str::to_owned);
+        let guard = AuthGuard {
+            gate,
+            source,
+            key_id: key_id.as_deref(),
+        };
+        // Requests refused by the throttle above are not audited: a flood must not become a flood of
+        // events; they are counted in the metrics instead.
         let mut trace = Trace::default();
         let result = self
-            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now, &mut trace)
+            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now, &guard, &mut trace)
             .await;
         if let Some(auditor) = &self.auditor {
             self.audit(auditor, &parts, &result, dialect, trace, &rid, now)
@@ -366,6 +423,7 @@ impl App {
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
+        guard: &AuthGuard<'_>,
         trace: &mut Trace,
     ) -> Result<String, ApiError> {
         let auditing = self.auditor.is_some();
@@ -416,12 +474,16 @@ impl App {
         }
         let parsed = match parsed {
             Ok(Some(p)) => p,
+            // No credential at all: nothing was guessed, and nothing looked up; not counted.
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
-            Err(e) => return Err(self.auth_failed(malformed(*dialect, &e))),
+            Err(e) => {
+                let f = AuthFailure::from(malformed(*dialect, &e));
+                return Err(self.auth_failed_counted(f, *dialect, guard));
+            }
         };
-        let authn = authenticate(self, req, body, &parsed, *dialect, now)
+        let authn = authenticate_counted(self, req, body, &parsed, *dialect, now)
             .await
-            .map_err(|e| self.auth_failed(e))?;
+            .map_err(|f| self.auth_failed_counted(f, *dialect, guard))?;
         if auditing {
             trace.caller = Some(authn.caller.clone());
         }
@@ -484,6 +546,26 @@ impl App {
         e
     }
 
+    /// Counts a failure for the throttle; a failure for a hot key id is answered with the throttling
+    /// error instead (its source is refused from now on).
+    fn auth_failed_counted(
+        &self,
+        f: AuthFailure,
+        dialect: Dialect,
+        guard: &AuthGuard<'_>,
+    ) -> ApiError {
+        let e = self.auth_failed(f.error);
+        if !f.counts {
+            return e;
+        }
+        self.throttle.failure(guard.source, guard.key_id);
+        if guard.gate.key_hot {
+            self.throttle.refused(Reason::KeyFailed);
+            return throttle::throttling_error(dialect);
+        }
+        e
+    }
+
     fn error_response(
         &self,
         e: &ApiError,
@@ -520,6 +602,7 @@ impl App {
             ),
             "metrics" => {
                 let mut text = self.metrics.render();
+                text.push_str(&self.throttle.render_metrics());
                 if let Some(a) = &self.auditor {
                     text.push_str(&a.stats().render());
                 }
@@ -570,6 +653,13 @@ fn camel_keys(v: serde_json::Value) -> serde_json::Value {
         }
         other => other,
     }
+}
+
+/// What the throttle needs to count a request's authentication failure.
+struct AuthGuard<'a> {
+    gate: Gate,
+    source: Option<Source>,
+    key_id: Option<&'a str>,
 }
 
 fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {

@@ -171,6 +171,37 @@ pub fn verify_error(
     }
 }
 
+/// A failed authentication: the error to answer, and whether failed-authentication throttling counts it.
+#[derive(Debug)]
+pub struct AuthFailure {
+    /// The error AWS would answer.
+    pub error: ApiError,
+    /// Counted by the throttle: the request did not prove possession of a valid secret (unknown or
+    /// inactive key, bad session token, wrong signature, unsigned `host`...). Failures that come after
+    /// a matching signature (clock skew, expired presigned URL, payload hash mismatch) are an honest
+    /// client's mistakes and do not count, nor do store failures (5xx).
+    pub counts: bool,
+}
+
+impl From<ApiError> for AuthFailure {
+    fn from(error: ApiError) -> Self {
+        let counts = error.status < 500;
+        Self { error, counts }
+    }
+}
+
+/// Whether a verification failure happened after the signature matched (so the caller holds the
+/// secret, and the failure is no guess).
+pub fn proves_secret(e: &VerifyError) -> bool {
+    matches!(
+        e,
+        VerifyError::TooSkewed { .. }
+            | VerifyError::PresignedExpired { .. }
+            | VerifyError::PresignedNotYetValid { .. }
+            | VerifyError::ContentSha256Mismatch { .. }
+    )
+}
+
 /// Authenticates `parsed`, a signature found on `req`, at time `now`.
 pub async fn authenticate(
     app: &App,
@@ -180,11 +211,25 @@ pub async fn authenticate(
     dialect: Dialect,
     now: SystemTime,
 ) -> Result<Authenticated, ApiError> {
+    authenticate_counted(app, req, body, parsed, dialect, now)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// [`authenticate`], telling which failures failed-authentication throttling counts.
+pub async fn authenticate_counted(
+    app: &App,
+    req: &Request<'_>,
+    body: &[u8],
+    parsed: &SignedRequest,
+    dialect: Dialect,
+    now: SystemTime,
+) -> Result<Authenticated, AuthFailure> {
     let (key_id, token) = match parsed {
         SignedRequest::V4(a) => (a.access_key_id(), a.session_token()),
         SignedRequest::V2Presigned(a) => (a.access_key_id(), a.session_token()),
     };
-    let verify = |secret: &keyward_sigv4::SecretKey| -> Result<Verified, ApiError> {
+    let verify = |secret: &keyward_sigv4::SecretKey| -> Result<Verified, AuthFailure> {
         let r = match parsed {
             SignedRequest::V4(a) => a.verify(req, body, secret, now, Some(app.signing_keys())),
             SignedRequest::V2Presigned(a) => a.verify(req, secret, now),
@@ -193,15 +238,18 @@ pub async fn authenticate(
             SignedRequest::V4(a) => a.expires_secs(),
             SignedRequest::V2Presigned(_) => None,
         };
-        r.map_err(|e| verify_error(dialect, key_id, expires, e, now))
+        r.map_err(|e| AuthFailure {
+            counts: !proves_secret(&e),
+            error: verify_error(dialect, key_id, expires, e, now),
+        })
     };
 
     if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
         let Some(token) = token else {
-            return Err(unknown_key(dialect, key_id));
+            return Err(unknown_key(dialect, key_id).into());
         };
         let claims = session::open(app.session_sealer(), token, key_id, now)
-            .map_err(|e| bad_token(dialect, token, e))?;
+            .map_err(|e| AuthFailure::from(bad_token(dialect, token, e)))?;
         let verified = verify(&claims.secret)?;
         let identity = match &claims.user {
             None => Identity::Root,
@@ -231,11 +279,11 @@ pub async fn authenticate(
 
     let entry = lookup_key(app, key_id).await?;
     let Some(entry) = entry.filter(|e| e.key.status == KeyStatus::Active) else {
-        return Err(unknown_key(dialect, key_id));
+        return Err(unknown_key(dialect, key_id).into());
     };
     if let Some(token) = token {
         // A session token next to a long-term key: AWS refuses the pair.
-        return Err(bad_token(dialect, token, TokenError::Invalid));
+        return Err(bad_token(dialect, token, TokenError::Invalid).into());
     }
     let verified = verify(&entry.secret)?;
     let caller = Caller {

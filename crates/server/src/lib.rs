@@ -21,6 +21,7 @@ mod s3;
 pub mod session;
 mod sts;
 pub mod tls;
+pub mod throttle;
 
 pub use app::{App, AppConfig};
 pub use bootstrap::{serve, ServeConfig};

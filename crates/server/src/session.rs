@@ -108,3 +108,60 @@ pub fn open(
     }
     Ok(claims)
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sealer() -> Sealer {
+        Sealer::new(&[7u8; 32])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random text, base64 of random bytes, and altered genuine tokens are refused, never a panic.
+        #[test]
+        fn random_tokens_are_invalid(text in any::<String>(), bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            prop_assert_eq!(open(&sealer(), &text, "ASIAQAAAAAAAAAAAAAAA", now).err(), Some(TokenError::Invalid));
+            let b64 = STANDARD.encode(&bytes);
+            prop_assert_eq!(open(&sealer(), &b64, "ASIAQAAAAAAAAAAAAAAA", now).err(), Some(TokenError::Invalid));
+        }
+
+        #[test]
+        fn sealed_tokens_open_and_any_change_is_refused(
+            secret in "[A-Za-z0-9/+]{40}",
+            user in proptest::option::of(("[A-Za-z0-9_+=,.@-]{1,64}", "AIDA[A-Z2-7]{17}")),
+            ttl in 1u64..200_000,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let claims = SessionClaims {
+                account_id: "123456789012".into(),
+                access_key_id: "ASIAQAAAAAAAAAAAAAAA".into(),
+                secret: keyward_sigv4::SecretKey::new(secret.clone()),
+                expires: now + Duration::from_secs(ttl),
+                user: user.clone(),
+                source_key_id: "AKIAQAAAAAAAAAAAAAAA".into(),
+            };
+            let token = seal(&sealer(), &claims);
+            let back = open(&sealer(), &token, "ASIAQAAAAAAAAAAAAAAA", now).unwrap();
+            prop_assert_eq!(back.secret.expose(), secret.as_str());
+            prop_assert_eq!(back.user, user);
+            prop_assert_eq!(open(&sealer(), &token, "ASIAQAAAAAAAAAAAAAAB", now).err(), Some(TokenError::Invalid));
+            prop_assert_eq!(
+                open(&sealer(), &token, "ASIAQAAAAAAAAAAAAAAA", now + Duration::from_secs(ttl)).err(),
+                Some(TokenError::Expired)
+            );
+            let mut raw = STANDARD.decode(&token).unwrap();
+            let i = flip.index(raw.len());
+            raw[i] ^= 1;
+            prop_assert_eq!(
+                open(&sealer(), &STANDARD.encode(&raw), "ASIAQAAAAAAAAAAAAAAA", now).err(),
+                Some(TokenError::Invalid)
+            );
+        }
+    }
+}

@@ -163,3 +163,34 @@ mod tests {
         assert!(tags(&[Tag::new("K", "1"), Tag::new("k", "2")]).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The validators answer any string without panicking, and accept exactly IAM's shapes.
+        #[test]
+        fn validators_never_panic_and_match_iam(s in any::<String>()) {
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
+            let name_ok = !s.is_empty() && s.len() <= 64 && s.chars().all(ok_char);
+            prop_assert_eq!(user_name(&s).is_ok(), name_ok);
+            let printable = |c: char| ('!'..='~').contains(&c);
+            let path_ok = s == "/" || (s.len() >= 3 && s.len() <= 512 && s.starts_with('/') && s.ends_with('/') && s.chars().all(printable));
+            prop_assert_eq!(path(&s).is_ok(), path_ok);
+            let prefix_ok = s.is_empty() || (s.starts_with('/') && s.len() <= 512 && s.chars().all(printable));
+            prop_assert_eq!(path_prefix(&s).is_ok(), prefix_ok);
+            let _ = fold(&s);
+        }
+
+        #[test]
+        fn valid_names_and_paths_pass(name in "[A-Za-z0-9_+=,.@-]{1,64}", p in "/([!-~]{1,20}/)?") {
+            prop_assert!(user_name(&name).is_ok());
+            prop_assert!(path(&p).is_ok());
+            prop_assert!(path_prefix(&p).is_ok());
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! Failed-authentication throttling: sliding-window failure counts per source address and per access
+//! key id, in bounded tables, checked before a request costs a store lookup or a signature check.
+//!
+//! Three tables, each a sliding window (two-bucket approximation) of failures:
+//!
+//! * per **source** (an IPv4 address, or an IPv6 /64): past the limit, every request from the source is
+//!   refused with the throttling error, whatever its credentials.
+//! * per **key id** (all sources together): past the limit, the key id is *hot*. A hot key id refuses
+//!   early only the sources that have themselves failed for it in the window (the **pair** table); any
+//!   other source is still verified, so the key's holder keeps working, and a failure is answered with
+//!   the throttling error (and marks the pair). Anyone can make a key id hot by sending bad signatures
+//!   with it, so being hot must not lock its holder out; see `docs/security.md`.
+//!
+//! Only failures of a presented credential count (see [`crate::auth::AuthFailure::counts`]); a refused
+//! request is not counted again, so a source that keeps hammering gets `limit` attempts per window.
+//! Nothing here touches the store. Key ids are kept as keyed 64-bit hashes, so an entry has a fixed
+//! size whatever the client sent, and each table holds at most its capacity: when a shard is full its
+//! expired entries go first, then the entries with the fewest failures (the ones that matter least).
+
+use keyward_protocol::{ApiError, Dialect};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default failures a source may have in a window before it is refused.
+pub const DEFAULT_FAILURES_PER_SOURCE: u32 = 60;
+/// Default failures a key id may have in a window (all sources together) before it is hot.
+pub const DEFAULT_FAILURES_PER_KEY: u32 = 60;
+/// Default window length, in seconds.
+pub const DEFAULT_WINDOW_SECS: u64 = 60;
+/// Default most entries of each table.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+const SHARDS: usize = 16;
+
+/// Limits of the throttle. A limit of 0 disables that table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Failures per window after which a source is refused; 0: never.
+    pub per_source: u32,
+    /// Failures per window after which a key id is hot; 0: never.
+    pub per_key: u32,
+    /// Length of the sliding window.
+    pub window: Duration,
+    /// Most entries of each table.
+    pub capacity: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            per_source: DEFAULT_FAILURES_PER_SOURCE,
+            per_key: DEFAULT_FAILURES_PER_KEY,
+            window: Duration::from_secs(DEFAULT_WINDOW_SECS),
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// Where a request came from, as the throttle counts it: IPv4 addresses one by one, IPv6 by /64 (one
+/// host usually owns a whole /64, so counting single IPv6 addresses would be trivially evaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An IPv4 address (also for IPv4-mapped IPv6 addresses).
+    V4(u32),
+    /// The first 64 bits of an IPv6 address.
+    V6(u64),
+}
+
+impl Source {
+    /// The source of a request from `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => Source::V4(u32::from(a)),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Source::V4(u32::from(v4)),
+                None => Source::V6((u128::from(a) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its source is over the per-source limit.
+    Source,
+    /// Its key id is hot and its source has failed for that key id in the window.
+    Key,
+    /// Its key id is hot and it failed authentication.
+    KeyFailed,
+}
+
+impl Reason {
+    fn index(self) -> usize {
+        match self {
+            Reason::Source => 0,
+            Reason::Key => 1,
+            Reason::KeyFailed => 2,
+        }
+    }
+}
+
+/// The outcome of [`Throttle::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    /// `Some`: refuse the request now, without authenticating it.
+    pub refuse: Option<Reason>,
+    /// The key id is hot: if authentication fails, answer with the throttling error.
+    pub key_hot: bool,
+}
+
+/// AWS's throttling error in `dialect`, which AWS SDKs retry with backoff.
+pub fn throttling_error(dialect: Dialect) -> ApiError {
+    match dialect {
+        Dialect::S3 => ApiError::new(503, "SlowDown", "Please reduce your request rate."),
+        Dialect::Json => ApiError::new(400, "ThrottlingException", "Rate exceeded"),
+        Dialect::Iam | Dialect::Sts => ApiError::new(400, "Throttling", "Rate exceeded"),
+    }
+}
+
+/// The time source of a throttle: time since an arbitrary start.
+pub type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// Failure counts of one key over two consecutive buckets of one window each.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    bucket: u64,
+    current: u32,
+    previous: u32,
+}
+
+impl Window {
+    /// Moves to bucket `b` (the current one), shifting or dropping old counts.
+    fn roll(&mut self, b: u64) {
+        if b == self.bucket {
+            return;
+        }
+        self.previous = if b == self.bucket + 1 {
+            self.current
+        } else {
+            0
+        };
+        self.current = 0;
+        self.bucket = b;
+    }
+
+    /// Sliding-window estimate at `now_ms` within bucket `b` of `window_ms`, in failures times
+    /// `window_ms` (no rounding): the current bucket plus the share of the previous bucket that the
+    /// window still covers.
+    fn estimate(&self, b: u64, now_ms: u64, window_ms: u64) -> u128 {
+        let mut w = *self;
+        w.roll(b);
+        let into = now_ms
+            .saturating_sub(b.saturating_mul(window_ms))
+            .min(window_ms);
+        let prev_weight = window_ms - into;
+        u128::from(w.current) * u128::from(window_ms)
+            + u128::from(w.previous) * u128::from(prev_weight)
+    }
+
+    fn expired(&self, b: u64) -> bool {
+        self.bucket + 1 < b
+    }
+}
+
+/// A bounded, sharded table of sliding windows keyed by `u64` (hashes or packed addresses).
+#[derive(Debug)]
+struct Table {
+    shards: Vec<Mutex<HashMap<u64, Window>>>,
+    shard_cap: usize,
+    evictions: AtomicU64,
+}
+
+impl Table {
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_cap: (capacity / SHARDS).max(1),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, k: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Window>> {
+        // Keys are already well mixed (keyed hashes); the top bits pick the shard.
+        let i = (k >> 60) as usize % SHARDS;
+        // A panic while holding the lock cannot leave a window half-updated in a harmful way.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn estimate(&self, k: u64, b: u64, now_ms: u64, window_ms: u64) -> u128 {
+        self.shard(k)
+            .get(&k)
+            .map_or(0, |w| w.estimate(b, now_ms, window_ms))
+    }
+
+    fn record(&self, k: u64, b: u64, now_ms: u64, window_ms: u64) {
+        let mut shard = self.shard(k);
+        if let Some(w) = shard.get_mut(&k) {
+            w.roll(b);
+            w.current = w.current.saturating_add(1);
+            return;
+        }
+        if shard.len() >= self.shard_cap {
+            let before = shard.len();
+            shard.retain(|_, w| !w.expired(b));
+            if shard.len() >= self.shard_cap {
+                // Still full of live entries: drop the eighth with the fewest failures. Sorting costs
+                // O(n log n) once per n/8 insertions.
+                let mut counts: Vec<u128> = shard
+                    .values()
+                    .map(|w| w.estimate(b, now_ms, window_ms))
+                    .collect();
+                let drop = (self.shard_cap / 8).max(1);
+                let (_, &mut threshold, _) = counts.select_nth_unstable(drop - 1);
+                let mut left = drop;
+                shard.retain(|_, w| {
+                    if left > 0 && w.estimate(b, now_ms, window_ms) <= threshold {
+                        left -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            self.evictions
+                .fetch_add((before - shard.len()) as u64, Ordering::Relaxed);
+        }
+        shard.insert(
+            k,
+            Window {
+                bucket: b,
+                current: 1,
+                previous: 0,
+            },
+        );
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+/// The failed-authentication throttle of one server.
+pub struct Throttle {
+    config: ThrottleConfig,
+    window_ms: u64,
+    clock: Clock,
+    hasher: RandomState,
+    sources: Table,
+    keys: Table,
+    pairs: Table,
+    refused: [AtomicU64; 3],
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Throttle {
+    /// A throttle on the real (monotonic) clock.
+    pub fn new(config: ThrottleConfig) -> Self {
+        let start = Instant::now();
+        Self::with_clock(config, Arc::new(move || start.elapsed()))
+    }
+
+    /// A throttle reading time from `clock` (tests).
+    pub fn with_clock(config: ThrottleConfig, clock: Clock) -> Self {
+        let window_ms = u64::try_from(config.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Self {
+            sources: Table::new(config.capacity),
+            keys: Table::new(config.capacity),
+            pairs: Table::new(config.capacity),
+            config,
+            window_ms,
+            clock,
+            hasher: RandomState::new(),
+            refused: Default::default(),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
+    fn now(&self) -> (u64, u64) {
+        let ms = u64::try_from((self.clock)().as_millis()).unwrap_or(u64::MAX);
+        (ms / self.window_ms, ms)
+    }
+
+    fn source_key(&self, s: Source) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    fn key_key(&self, key_id: &str) -> u64 {
+        self.hasher.hash_one(key_id)
+    }
+
+    fn pair_key(&self, s: Option<Source>, key_id: &str) -> u64 {
+        self.hasher.hash_one((s, key_id))
+    }
+
+    /// Decides, before any authentication work, whether a request from `source` presenting `key_id`
+    /// is refused, and whether its key id is hot. Counts the refusal.
+    pub fn check(&self, source: Option<Source>, key_id: Option<&str>) -> Gate {
+        let (b, ms) = self.now();
+        let w = self.window_ms;
+        let over = |est: u128, limit: u32| est >= u128::from(limit) * u128::from(w);
+        let mut gate = Gate {
+            refuse: None,
+            key_hot: false,
+        };
+        if let (Some(s), limit @ 1..) = (source, self.config.per_source) {
+            if over(self.sources.estimate(self.source_key(s), b, ms, w), limit) {
+                gate.refuse = Some(Reason::Source);
+            }
+        }
+        if let (None, Some(k), limit @ 1..) = (gate.refuse, key_id, self.config.per_key) {
+            if over(self.keys.estimate(self.key_key(k), b, ms, w), limit) {
+                gate.key_hot = true;
+                if self.pairs.estimate(self.pair_key(source, k), b, ms, w) > 0 {
+                    gate.refuse = Some(Reason::Key);
+                }
+            }
+        }
+        if let Some(r) = gate.refuse {
+            self.refused(r);
+        }
+        gate
+    }
+
+    /// Counts a refusal for `reason` (for failures answered with the throttling error because their
+    /// key id was hot).
+    pub fn refused(&self, reason: Reason) {
+        self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one authentication failure of a request from `source` presenting `key_id`.
+    pub fn failure(&self, source: Option<Source>, key_id: Option<&str>) {
+        let (b, ms) = self.now();
+        let w = self.window_ms;
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let (Some(s), 1..) = (source, self.config.per_source) {
+            self.sources.record(self.source_key(s), b, ms, w);
+        }
+        if let (Some(k), 1..) = (key_id, self.config.per_key) {
+            self.keys.record(self.key_key(k), b, ms, w);
+            self.pairs.record(self.pair_key(source, k), b, ms, w);
+        }
+    }
+
+    /// The throttle's counters in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut s = String::with_capacity(1024);
+        s.push_str("# HELP keyward_auth_throttled_total Requests answered with the throttling error, by reason.\n# TYPE keyward_auth_throttled_total counter\n");
+        for (reason, a) in ["source", "key", "key_failed"].iter().zip(&self.refused) {
+            let _ = writeln!(
+                s,
+                "keyward_auth_throttled_total{{reason=\"{reason}\"}} {}",
+                a.load(Ordering::Relaxed)
+            );
+        }
+        s.push_str("# HELP keyward_auth_failures_counted_total Authentication failures counted by the throttle.\n# TYPE keyward_auth_failures_counted_total counter\n");
+        let _ = writeln!(
+            s,
+            "keyward_auth_failures_counted_total {}",
+            self.failures.load(Ordering::Relaxed)
+        );
+        let tables = [
+            ("source", &self.sources),
+            ("key", &self.keys),
+            ("pair", &self.pairs),
+        ];
+        s.push_str("# HELP keyward_throttle_entries Entries in the throttle's tables.\n# TYPE keyward_throttle_entries gauge\n");
+        for (name, t) in tables {
+            let _ = writeln!(
+                s,
+                "keyward_throttle_entries{{table=\"{name}\"}} {}",
+                t.len()
+            );
+        }
+        s.push_str("# HELP keyward_throttle_evictions_total Entries dropped from a full throttle table.\n# TYPE keyward_throttle_evictions_total counter\n");
+        for (name, t) in tables {
+            let _ = writeln!(
+                s,
+                "keyward_throttle_evictions_total{{table=\"{name}\"}} {}",
+                t.evictions.load(Ordering::Relaxed)
+            );
+        }
+        s
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> [usize; 3] {
+        [self.sources.len(), self.keys.len(), self.pairs.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn clocked(config: ThrottleConfig) -> (Throttle, Arc<AtomicU64>) {
+        let t = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&t);
+        let th = Throttle::with_clock(
+            config,
+            Arc::new(move || Duration::from_millis(c.load(Ordering::Relaxed))),
+        );
+        (th, t)
+    }
+
+    fn cfg(per_source: u32, per_key: u32) -> ThrottleConfig {
+        ThrottleConfig {
+            per_source,
+            per_key,
+            window: Duration::from_secs(60),
+            capacity: 1000,
+        }
+    }
+
+    fn ip(s: &str) -> Option<Source> {
+        Some(Source::of(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn source_is_refused_at_the_limit_and_others_are_not() {
+        let (t, _) = clocked(cfg(5, 0));
+        let a = ip("10.0.0.1");
+        for _ in 0..4 {
+            t.failure(a, Some("AKIAX"));
+        }
+        assert_eq!(t.check(a, None).refuse, None);
+        t.failure(a, None);
+        assert_eq!(t.check(a, Some("AKIAOTHER")).refuse, Some(Reason::Source));
+        assert_eq!(t.check(ip("10.0.0.2"), Some("AKIAX")).refuse, None);
+        assert_eq!(t.check(None, Some("AKIAX")).refuse, None);
+    }
+
+    #[test]
+    fn window_slides() {
+        let (t, clock) = clocked(cfg(10, 0));
+        let a = ip("192.0.2.7");
+        clock.store(59_000, Ordering::Relaxed);
+        for _ in 0..10 {
+            t.failure(a, None);
+        }
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+        // 30 s into the next bucket: half of the previous bucket still counts (5 < 10).
+        clock.store(90_000, Ordering::Relaxed);
+        assert_eq!(t.check(a, None).refuse, None);
+        for _ in 0..4 {
+            t.failure(a, None);
+        }
+        assert_eq!(t.check(a, None).refuse, None, "5 + 4 = 9");
+        t.failure(a, None);
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+        // Two windows later nothing is left.
+        clock.store(240_000, Ordering::Relaxed);
+        assert_eq!(t.check(a, None).refuse, None);
+    }
+
+    #[test]
+    fn early_in_a_bucket_the_previous_one_counts_almost_fully() {
+        let (t, clock) = clocked(cfg(10, 0));
+        let a = ip("192.0.2.8");
+        clock.store(1_000, Ordering::Relaxed);
+        for _ in 0..10 {
+            t.failure(a, None);
+        }
+        // One second into the next bucket, 59/60 of the previous one still counts: 9.83 < 10, and
+        // one more failure makes 10.83.
+        clock.store(61_000, Ordering::Relaxed);
+        assert_eq!(t.check(a, None).refuse, None);
+        t.failure(a, None);
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+    }
+
+    #[test]
+    fn hot_key_refuses_only_sources_that_failed_for_it() {
+        let (t, _) = clocked(cfg(0, 3));
+        let attacker = ip("203.0.113.9");
+        let holder = ip("198.51.100.1");
+        for _ in 0..3 {
+            t.failure(attacker, Some("AKIAVICTIM"));
+        }
+        let g = t.check(attacker, Some("AKIAVICTIM"));
+        assert_eq!(g.refuse, Some(Reason::Key));
+        let g = t.check(holder, Some("AKIAVICTIM"));
+        assert_eq!(
+            g,
+            Gate {
+                refuse: None,
+                key_hot: true
+            }
+        );
+        assert_eq!(
+            t.check(attacker, Some("AKIAOTHER")),
+            Gate {
+                refuse: None,
+                key_hot: false
+            }
+        );
+        // Once the holder's source fails for the hot key, it is refused too.
+        t.failure(holder, Some("AKIAVICTIM"));
+        assert_eq!(
+            t.check(holder, Some("AKIAVICTIM")).refuse,
+            Some(Reason::Key)
+        );
+    }
+
+    #[test]
+    fn zero_disables() {
+        let (t, _) = clocked(cfg(0, 0));
+        let a = ip("10.1.1.1");
+        for _ in 0..1000 {
+            t.failure(a, Some("AKIAX"));
+        }
+        assert_eq!(
+            t.check(a, Some("AKIAX")),
+            Gate {
+                refuse: None,
+                key_hot: false
+            }
+        );
+        assert_eq!(t.sizes(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn ipv6_counts_by_slash_64_and_mapped_v4_as_v4() {
+        assert_eq!(ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff::9"));
+        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1"));
+        assert_eq!(ip("::ffff:10.0.0.1"), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn tables_stay_bounded_under_a_flood() {
+        let (t, clock) = clocked(ThrottleConfig {
+            per_source: 5,
+            per_key: 5,
+            window: Duration::from_secs(60),
+            capacity: 4096,
+        });
+        // The attacker's own address keeps its count through the flood: full tables evict the entries
+        // with the fewest failures first.
+        let attacker = ip("203.0.113.1");
+        for _ in 0..5 {
+            t.failure(attacker, None);
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..1_000_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v6 = std::net::Ipv6Addr::from((u128::from(x) << 64) | u128::from(i));
+            let key = format!("AKIA{x:016X}");
+            t.failure(Some(Source::of(IpAddr::V6(v6))), Some(&key));
+            if i % 100_000 == 0 {
+                clock.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for n in t.sizes() {
+            assert!(n <= 4096, "table size {n}");
+        }
+        assert_eq!(t.check(attacker, None).refuse, Some(Reason::Source));
+        let evicted = t.keys.evictions.load(Ordering::Relaxed);
+        assert!(evicted >= 1_000_000 - 4096, "{evicted}");
+        assert!(t.render_metrics().contains(&format!(
+            "keyward_throttle_evictions_total{{table=\"key\"}} {evicted}"
+        )));
+    }
+
+    #[test]
+    fn throttling_errors_per_dialect() {
+        let e = throttling_error(Dialect::Iam);
+        assert_eq!(
+            (e.status, &*e.code, &*e.message),
+            (400, "Throttling", "Rate exceeded")
+        );
+        let r = throttling_error(Dialect::Sts).render(Dialect::Sts, "rid");
+        assert!(r.body.contains(
+            "<Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+        ));
+        let e = throttling_error(Dialect::S3);
+        assert_eq!((e.status, &*e.code), (503, "SlowDown"));
+        assert_eq!(e.message, "Please reduce your request rate.");
+        let e = throttling_error(Dialect::Json);
+        assert_eq!((e.status, &*e.code), (400, "ThrottlingException"));
+    }
+}
