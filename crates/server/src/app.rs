@@ -315,7 +315,16 @@ impl App {
         // events; they are counted in the metrics instead.
         let mut trace = Trace::default();
         let result = self
-            .dispatch(&sreq, &body, parsed, &mut dialect, &rid, now, &guard, &mut trace)
+            .dispatch(
+                &sreq,
+                &body,
+                parsed,
+                &mut dialect,
+                &rid,
+                now,
+                &guard,
+                &mut trace,
+            )
             .await;
         if let Some(auditor) = &self.auditor {
             self.audit(auditor, &parts, &result, dialect, trace, &rid, now)

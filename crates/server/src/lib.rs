@@ -20,8 +20,8 @@ mod respond;
 mod s3;
 pub mod session;
 mod sts;
-pub mod tls;
 pub mod throttle;
+pub mod tls;
 
 pub use app::{App, AppConfig};
 pub use bootstrap::{serve, ServeConfig};

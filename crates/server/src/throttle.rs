@@ -1,7 +1,7 @@
 //! Failed-authentication throttling: sliding-window failure counts per source address and per access
 //! key id, in bounded tables, checked before a request costs a store lookup or a signature check.
 //!
-//! Three tables, each a sliding window (two-bucket approximation) of failures:
+//! Three tables, each a sliding window of failures (six slots per window, see [`Window`]):
 //!
 //! * per **source** (an IPv4 address, or an IPv6 /64): past the limit, every request from the source is
 //!   refused with the throttling error, whatever its credentials.
@@ -127,45 +127,60 @@ pub fn throttling_error(dialect: Dialect) -> ApiError {
 /// The time source of a throttle: time since an arbitrary start.
 pub type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
 
-/// Failure counts of one key over two consecutive buckets of one window each.
+/// Sub-buckets ("slots") per window.
+const SLOTS: u64 = 6;
+
+/// Failure counts of one key in the current slot and the [`SLOTS`] slots before it (a slot is a
+/// sixth of the window). The count of a window is the sum of all of them: every failure of the last
+/// window is counted, and none older than a window and one slot — an error only towards throttling
+/// a little early, never towards letting a source fail more often than its limit in any window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    /// Index of the current slot.
     bucket: u64,
-    current: u32,
-    previous: u32,
+    /// Counts by slot index modulo `SLOTS + 1`.
+    counts: [u32; SLOTS as usize + 1],
 }
 
 impl Window {
-    /// Moves to bucket `b` (the current one), shifting or dropping old counts.
+    fn first(b: u64) -> Self {
+        let mut counts = [0; SLOTS as usize + 1];
+        counts[(b % (SLOTS + 1)) as usize] = 1;
+        Self { bucket: b, counts }
+    }
+
+    /// Moves to slot `b` (the current one), dropping counts that fell out of the window.
     fn roll(&mut self, b: u64) {
-        if b == self.bucket {
+        if b <= self.bucket {
             return;
         }
-        self.previous = if b == self.bucket + 1 {
-            self.current
+        if b - self.bucket > SLOTS {
+            self.counts = [0; SLOTS as usize + 1];
         } else {
-            0
-        };
-        self.current = 0;
+            for s in self.bucket + 1..=b {
+                self.counts[(s % (SLOTS + 1)) as usize] = 0;
+            }
+        }
         self.bucket = b;
     }
 
-    /// Sliding-window estimate at `now_ms` within bucket `b` of `window_ms`, in failures times
-    /// `window_ms` (no rounding): the current bucket plus the share of the previous bucket that the
-    /// window still covers.
-    fn estimate(&self, b: u64, now_ms: u64, window_ms: u64) -> u128 {
+    fn add(&mut self, b: u64) {
+        self.roll(b);
+        let c = &mut self.counts[(b % (SLOTS + 1)) as usize];
+        *c = c.saturating_add(1);
+    }
+
+    /// Failures in the window ending in slot `b`, times `window_ms` (the unit [`Throttle::check`]
+    /// compares in).
+    fn estimate(&self, b: u64, _now_ms: u64, window_ms: u64) -> u128 {
         let mut w = *self;
         w.roll(b);
-        let into = now_ms
-            .saturating_sub(b.saturating_mul(window_ms))
-            .min(window_ms);
-        let prev_weight = window_ms - into;
-        u128::from(w.current) * u128::from(window_ms)
-            + u128::from(w.previous) * u128::from(prev_weight)
+        let n: u64 = w.counts.iter().map(|&c| u64::from(c)).sum();
+        u128::from(n) * u128::from(window_ms)
     }
 
     fn expired(&self, b: u64) -> bool {
-        self.bucket + 1 < b
+        self.bucket + SLOTS < b
     }
 }
 
@@ -202,8 +217,7 @@ impl Table {
     fn record(&self, k: u64, b: u64, now_ms: u64, window_ms: u64) {
         let mut shard = self.shard(k);
         if let Some(w) = shard.get_mut(&k) {
-            w.roll(b);
-            w.current = w.current.saturating_add(1);
+            w.add(b);
             return;
         }
         if shard.len() >= self.shard_cap {
@@ -231,14 +245,7 @@ impl Table {
             self.evictions
                 .fetch_add((before - shard.len()) as u64, Ordering::Relaxed);
         }
-        shard.insert(
-            k,
-            Window {
-                bucket: b,
-                current: 1,
-                previous: 0,
-            },
-        );
+        shard.insert(k, Window::first(b));
     }
 
     fn len(&self) -> usize {
@@ -302,7 +309,7 @@ impl Throttle {
 
     fn now(&self) -> (u64, u64) {
         let ms = u64::try_from((self.clock)().as_millis()).unwrap_or(u64::MAX);
-        (ms / self.window_ms, ms)
+        (ms / (self.window_ms / SLOTS).max(1), ms)
     }
 
     fn source_key(&self, s: Source) -> u64 {
@@ -457,6 +464,7 @@ mod tests {
 
     #[test]
     fn window_slides() {
+        // 60 s window, 10 s slots.
         let (t, clock) = clocked(cfg(10, 0));
         let a = ip("192.0.2.7");
         clock.store(59_000, Ordering::Relaxed);
@@ -464,34 +472,46 @@ mod tests {
             t.failure(a, None);
         }
         assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
-        // 30 s into the next bucket: half of the previous bucket still counts (5 < 10).
-        clock.store(90_000, Ordering::Relaxed);
+        // Still inside the window (and the slot after it): all 10 count.
+        clock.store(115_000, Ordering::Relaxed);
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+        // The slot of those failures (50-60 s) has left the window and the slot before it.
+        clock.store(120_000, Ordering::Relaxed);
         assert_eq!(t.check(a, None).refuse, None);
-        for _ in 0..4 {
+        for _ in 0..9 {
             t.failure(a, None);
         }
-        assert_eq!(t.check(a, None).refuse, None, "5 + 4 = 9");
+        assert_eq!(t.check(a, None).refuse, None, "9 < 10");
         t.failure(a, None);
         assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
-        // Two windows later nothing is left.
-        clock.store(240_000, Ordering::Relaxed);
+        // A window and a slot later nothing is left.
+        clock.store(190_000, Ordering::Relaxed);
         assert_eq!(t.check(a, None).refuse, None);
     }
 
     #[test]
-    fn early_in_a_bucket_the_previous_one_counts_almost_fully() {
+    fn failures_spread_over_a_whole_window_all_count() {
+        // A slow client: one failure every 5.9 s, 10 of them over 59 s, crossing slot boundaries.
         let (t, clock) = clocked(cfg(10, 0));
         let a = ip("192.0.2.8");
-        clock.store(1_000, Ordering::Relaxed);
-        for _ in 0..10 {
+        for i in 0..10u64 {
+            clock.store(31_000 + i * 5_900, Ordering::Relaxed);
+            assert_eq!(t.check(a, None).refuse, None, "after {i} failures");
             t.failure(a, None);
         }
-        // One second into the next bucket, 59/60 of the previous one still counts: 9.83 < 10, and
-        // one more failure makes 10.83.
-        clock.store(61_000, Ordering::Relaxed);
-        assert_eq!(t.check(a, None).refuse, None);
-        t.failure(a, None);
         assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+    }
+
+    #[test]
+    fn failures_at_the_limit_rate_are_never_refused_for_long() {
+        // One failure every 7 s (8.6 a minute) never reaches 10 in any window of 70 s or less.
+        let (t, clock) = clocked(cfg(10, 0));
+        let a = ip("192.0.2.9");
+        for i in 0..100u64 {
+            clock.store(i * 7_000, Ordering::Relaxed);
+            assert_eq!(t.check(a, None).refuse, None, "at failure {i}");
+            t.failure(a, None);
+        }
     }
 
     #[test]
