@@ -1,18 +1,23 @@
 //! The embedded SQLite engine.
 //!
 //! One database file in WAL mode with `synchronous=FULL`: a committed transaction is on disk when the
-//! call returns and survives `kill -9`. Every call runs on tokio's blocking pool with a connection
-//! taken from a small pool (opened on demand), so several processes and several tasks can use the
-//! file at once. Writes open `BEGIN IMMEDIATE` transactions, which take the database's write lock
-//! before reading anything: a check followed by an insert (name free? fewer than two keys?) is
-//! atomic across connections and processes. Waiting for another writer's lock is bounded by a busy
+//! call returns and survives `kill -9`. Reads run on tokio's blocking pool with a connection taken
+//! from a small pool (opened on demand), so several tasks read at once. Writes go to one writer
+//! thread per store ([`writer`]) that owns the write connection and commits the writes queued
+//! meanwhile together (group commit, one savepoint per write, every caller answered after the
+//! commit). Its transactions are `BEGIN IMMEDIATE`, which takes the database's write lock before
+//! reading anything: a check followed by an insert (name free? fewer than two keys?) is atomic
+//! across connections and processes. Waiting for another process's lock is bounded by a busy
 //! timeout. Nothing is cached between calls, so rows written by another process are seen at once.
+
+mod writer;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
+use tokio::sync::oneshot;
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
 use crate::model::{
@@ -44,7 +50,10 @@ pub(crate) struct SqliteBackend {
 
 struct Shared {
     path: PathBuf,
+    /// Read connections.
     idle: Mutex<Vec<Connection>>,
+    /// The queue of the writer thread, which owns the write connection.
+    writer: mpsc::Sender<writer::Msg>,
     closed: AtomicBool,
 }
 
@@ -98,9 +107,18 @@ impl SqliteBackend {
             create_private_file(&path)?;
             let mut conn = open_connection(&path).map_err(StoreError::from)?;
             migrate(&mut conn)?;
+            let write_conn = open_connection(&path).map_err(StoreError::from)?;
+            let (queue, inbox) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("keyward-sqlite-writer".into())
+                .spawn(move || writer::run(write_conn, inbox))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+                })?;
             Ok(Shared {
                 path,
                 idle: Mutex::new(vec![conn]),
+                writer: queue,
                 closed: AtomicBool::new(false),
             })
         })
@@ -111,9 +129,8 @@ impl SqliteBackend {
         })
     }
 
-    /// Runs `f` in a transaction on the blocking pool; `write` takes the write lock up front and
-    /// commits, otherwise the transaction is a consistent read snapshot.
-    async fn run<T, F>(&self, write: bool, f: F) -> Result<T>
+    /// Runs `f` in a read transaction (a consistent snapshot) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
@@ -125,12 +142,7 @@ impl SqliteBackend {
             }
             let mut conn = shared.take()?;
             let result = (|| -> FResult<T> {
-                let behavior = if write {
-                    TransactionBehavior::Immediate
-                } else {
-                    TransactionBehavior::Deferred
-                };
-                let tx = conn.transaction_with_behavior(behavior)?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
                 let value = f(&tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -142,20 +154,24 @@ impl SqliteBackend {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
-    {
-        self.run(false, f).await
-    }
-
+    /// Queues `f` for the writer thread, which runs it inside a group commit (see [`writer`]), and
+    /// answers once the transaction holding it is durable (or `f` failed and was undone).
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
     {
-        self.run(true, f).await
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::closed());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .writer
+            .send(writer::Msg::Op(writer::op(f, reply)))
+            .map_err(|_| StoreError::closed())?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the database writer stopped before answering".into())
+        })?
     }
 }
 
@@ -869,6 +885,11 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) -> Result<()> {
         self.shared.closed.store(true, Ordering::Release);
+        // The writer finishes the writes queued before this, then closes its connection.
+        let (done, stopped) = oneshot::channel();
+        if self.shared.writer.send(writer::Msg::Close(done)).is_ok() {
+            let _ = stopped.await;
+        }
         let idle = std::mem::take(&mut *self.shared.idle.lock().unwrap_or_else(|p| p.into_inner()));
         // Closing a connection may checkpoint the WAL: do it off the async runtime.
         tokio::task::spawn_blocking(move || drop(idle))
