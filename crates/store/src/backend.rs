@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Tag, User};
-use crate::{Change, StoreError};
+use crate::{Change, KeyOwner, StoreError};
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
@@ -31,6 +31,8 @@ pub(crate) struct KeyRecord {
     pub(crate) key: AccessKey,
     pub(crate) sealed_secret: Vec<u8>,
     pub(crate) last_used: Option<LastUsed>,
+    /// The owning user's id and path (`None` for the root), read with the key.
+    pub(crate) owner: Option<KeyOwner>,
 }
 
 /// A new user, its ids already made.

@@ -32,7 +32,7 @@ use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
 use crate::validate::fold;
-use crate::StoreError;
+use crate::{KeyOwner, StoreError};
 
 /// How long a call waits for another connection's write lock before failing `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -371,7 +371,7 @@ fn owner_id(
 }
 
 const KEY_COLS: &str = "k.key_id, k.account_id, u.name, k.status, k.created_ms, k.sealed_secret, \
-                        k.last_used_ms, k.last_used_service, k.last_used_region";
+                        k.last_used_ms, k.last_used_service, k.last_used_region, u.user_id, u.path";
 const KEY_FROM: &str = "access_keys k LEFT JOIN users u ON u.user_id = k.user_id";
 
 fn parse_status(s: &str) -> rusqlite::Result<KeyStatus> {
@@ -401,6 +401,13 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
                 when: from_millis(ms),
                 service: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
                 region: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+        owner: match r.get::<_, Option<String>>(9)? {
+            Some(user_id) => Some(KeyOwner {
+                user_id,
+                path: r.get(10)?,
             }),
             None => None,
         },

@@ -22,6 +22,7 @@ pub(crate) async fn test_suite(store: &Store) {
     aliases(store).await;
     change_stamp_grows(store).await;
     concurrent_limits_one_handle(store).await;
+    key_lookup_with_owner(store).await;
 }
 
 async fn new_account(store: &Store) -> String {
@@ -904,4 +905,50 @@ async fn race(a: &Store, b: &Store) {
         }
     }
     assert_eq!(created.len(), 1);
+}
+
+/// The authentication lookup returns the owner's id and path with the key; none for the root.
+async fn key_lookup_with_owner(store: &Store) {
+    let acct = new_account(store).await;
+    let user = store
+        .create_user(&acct, "Owner", "/team/", &[])
+        .await
+        .unwrap();
+    let (k, secret) = store.create_access_key(&acct, Some("owner")).await.unwrap();
+    let (found, s, owner) = store
+        .get_access_key_with_owner(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, k);
+    assert_eq!(found.user_name.as_deref(), Some("Owner"));
+    assert_eq!(s.expose(), secret.expose());
+    let owner = owner.expect("a user's key has an owner");
+    assert_eq!(owner.user_id, user.user_id);
+    assert_eq!(owner.path, "/team/");
+    // A rename and a move are seen by the next lookup.
+    store
+        .update_user(&acct, "Owner", Some("Renamed"), Some("/other/"))
+        .await
+        .unwrap();
+    let (found, _, owner) = store
+        .get_access_key_with_owner(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user_name.as_deref(), Some("Renamed"));
+    assert_eq!(owner.unwrap().path, "/other/");
+
+    let (root_key, _) = store.create_access_key(&acct, None).await.unwrap();
+    let (_, _, owner) = store
+        .get_access_key_with_owner(&root_key.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner, None);
+    assert!(store
+        .get_access_key_with_owner("AKIAAAAAAAAAAAAAAAAA")
+        .await
+        .unwrap()
+        .is_none());
 }
