@@ -100,14 +100,20 @@ impl From<Fail> for StoreError {
 
 impl SqliteBackend {
     /// Opens (creating with mode 0600 if needed) the database at `path` and brings its schema up
-    /// to date.
-    pub(crate) async fn open(path: &Path) -> Result<SqliteBackend> {
+    /// to date; `write_cache_mib` bounds the write connection's page cache (`None`: SQLite's
+    /// default).
+    pub(crate) async fn open(path: &Path, write_cache_mib: Option<u32>) -> Result<SqliteBackend> {
         let path = path.to_path_buf();
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             create_private_file(&path)?;
             let mut conn = open_connection(&path).map_err(StoreError::from)?;
             migrate(&mut conn)?;
             let write_conn = open_connection(&path).map_err(StoreError::from)?;
+            if let Some(mib) = write_cache_mib {
+                write_conn
+                    .pragma_update(None, "cache_size", -i64::from(mib) * 1024)
+                    .map_err(|e| StoreError::from(Fail::Db(e)))?;
+            }
             let (queue, inbox) = mpsc::channel();
             std::thread::Builder::new()
                 .name("keyward-sqlite-writer".into())
@@ -414,6 +420,93 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
     })
 }
 
+/// CreateUser inside a write transaction: the account exists, the name is free (ignoring case).
+fn create_user_tx(tx: &Transaction<'_>, user: &NewUser) -> FResult<User> {
+    if !account_exists(tx, &user.account_id)? {
+        return Err(StoreError::no_such_account(&user.account_id).into());
+    }
+    if find_user(tx, &user.account_id, &user.name)?.is_some() {
+        return Err(StoreError::user_exists(&user.name).into());
+    }
+    tx.execute(
+        "INSERT INTO users (user_id, account_id, name, name_lc, path, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            user.user_id,
+            user.account_id,
+            user.name,
+            fold(&user.name),
+            user.path,
+            user.created_ms
+        ],
+    )?;
+    for t in &user.tags {
+        tx.execute(
+            "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)",
+            params![user.user_id, t.key, fold(&t.key), t.value],
+        )?;
+    }
+    bump(tx)?;
+    require_user(tx, &user.account_id, &user.name)
+}
+
+/// CreateAccessKey inside a write transaction: the owner exists, has fewer than `max_keys` keys,
+/// and the id is free.
+fn insert_key_tx(tx: &Transaction<'_>, key: NewKey, max_keys: usize) -> FResult<AccessKey> {
+    let owner = owner_id(tx, &key.account_id, key.user_name.as_deref())?;
+    let count: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM access_keys WHERE account_id = ?1 AND user_id IS ?2",
+        params![key.account_id, owner],
+        |r| r.get(0),
+    )?;
+    if usize::try_from(count).unwrap_or(usize::MAX) >= max_keys {
+        return Err(StoreError::too_many_keys(max_keys).into());
+    }
+    let exists = tx
+        .query_row(
+            "SELECT 1 FROM access_keys WHERE key_id = ?1",
+            [&key.key_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if exists {
+        return Err(StoreError::EntityAlreadyExists(format!(
+            "Access key with id {} already exists.",
+            key.key_id
+        ))
+        .into());
+    }
+    tx.execute(
+        "INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
+         VALUES (?1, ?2, ?3, 'Active', ?4, ?5)",
+        params![
+            key.key_id,
+            key.account_id,
+            owner,
+            key.sealed_secret,
+            key.created_ms
+        ],
+    )?;
+    bump(tx)?;
+    // The user's name as stored (the caller may have used another case).
+    let user_name: Option<String> = match &owner {
+        Some(id) => Some(
+            tx.query_row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
+                r.get(0)
+            })?,
+        ),
+        None => None,
+    };
+    Ok(AccessKey {
+        key_id: key.key_id,
+        account_id: key.account_id,
+        user_name,
+        status: KeyStatus::Active,
+        created: from_millis(key.created_ms),
+    })
+}
+
 fn owned(s: &str) -> String {
     s.to_owned()
 }
@@ -499,35 +592,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {
-        self.write(move |tx| {
-            if !account_exists(tx, &user.account_id)? {
-                return Err(StoreError::no_such_account(&user.account_id).into());
-            }
-            if find_user(tx, &user.account_id, &user.name)?.is_some() {
-                return Err(StoreError::user_exists(&user.name).into());
-            }
-            tx.execute(
-                "INSERT INTO users (user_id, account_id, name, name_lc, path, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    user.user_id,
-                    user.account_id,
-                    user.name,
-                    fold(&user.name),
-                    user.path,
-                    user.created_ms
-                ],
-            )?;
-            for t in &user.tags {
-                tx.execute(
-                    "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![user.user_id, t.key, fold(&t.key), t.value],
-                )?;
-            }
-            bump(tx)?;
-            require_user(tx, &user.account_id, &user.name)
-        })
-        .await
+        self.write(move |tx| create_user_tx(tx, &user)).await
     }
 
     async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>> {
@@ -658,47 +723,37 @@ impl Backend for SqliteBackend {
     }
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
+        self.write(move |tx| insert_key_tx(tx, key, max_keys)).await
+    }
+
+    async fn create_users_with_keys(
+        &self,
+        batch: Vec<(NewUser, Vec<NewKey>)>,
+        max_keys: usize,
+    ) -> Result<Vec<(User, AccessKey)>> {
+        // One write operation (one savepoint in the writer's transaction): all or nothing.
         self.write(move |tx| {
-            let owner = owner_id(tx, &key.account_id, key.user_name.as_deref())?;
-            let count: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM access_keys WHERE account_id = ?1 AND user_id IS ?2",
-                params![key.account_id, owner],
-                |r| r.get(0),
-            )?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= max_keys {
-                return Err(StoreError::too_many_keys(max_keys).into());
+            let mut made = Vec::with_capacity(batch.len());
+            for (user, keys) in batch {
+                let user = create_user_tx(tx, &user)?;
+                let mut inserted = None;
+                for key in keys {
+                    // A taken id fails before anything is written: try the next candidate.
+                    match insert_key_tx(tx, key, max_keys) {
+                        Ok(k) => {
+                            inserted = Some(k);
+                            break;
+                        }
+                        Err(Fail::Store(StoreError::EntityAlreadyExists(_))) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let key = inserted.ok_or_else(|| {
+                    StoreError::EntityAlreadyExists("every candidate access key id is taken".into())
+                })?;
+                made.push((user, key));
             }
-            let exists = tx
-                .query_row("SELECT 1 FROM access_keys WHERE key_id = ?1", [&key.key_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if exists {
-                return Err(StoreError::EntityAlreadyExists(format!(
-                    "Access key with id {} already exists.",
-                    key.key_id
-                ))
-                .into());
-            }
-            tx.execute(
-                "INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
-                 VALUES (?1, ?2, ?3, 'Active', ?4, ?5)",
-                params![key.key_id, key.account_id, owner, key.sealed_secret, key.created_ms],
-            )?;
-            bump(tx)?;
-            // The user's name as stored (the caller may have used another case).
-            let user_name: Option<String> = match &owner {
-                Some(id) => Some(tx.query_row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
-                    r.get(0)
-                })?),
-                None => None,
-            };
-            Ok(AccessKey {
-                key_id: key.key_id,
-                account_id: key.account_id,
-                user_name,
-                status: KeyStatus::Active,
-                created: from_millis(key.created_ms),
-            })
+            Ok(made)
         })
         .await
     }
