@@ -222,6 +222,7 @@ fn open_connection(path: &Path) -> FResult<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!(
@@ -270,8 +271,32 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     run().map_err(StoreError::from)
 }
 
+/// Statements through the connection's prepared-statement cache: the write path runs the same few
+/// statements over and over, and parsing them each time was a visible share of its CPU.
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Transaction<'_> {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 fn bump(tx: &Transaction<'_>) -> FResult<()> {
-    tx.execute("UPDATE change_stamp SET value = value + 1 WHERE id = 1", [])?;
+    tx.exec("UPDATE change_stamp SET value = value + 1 WHERE id = 1", [])?;
     Ok(())
 }
 
@@ -428,7 +453,7 @@ fn create_user_tx(tx: &Transaction<'_>, user: &NewUser) -> FResult<User> {
     if find_user(tx, &user.account_id, &user.name)?.is_some() {
         return Err(StoreError::user_exists(&user.name).into());
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO users (user_id, account_id, name, name_lc, path, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -441,7 +466,7 @@ fn create_user_tx(tx: &Transaction<'_>, user: &NewUser) -> FResult<User> {
         ],
     )?;
     for t in &user.tags {
-        tx.execute(
+        tx.exec(
             "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)",
             params![user.user_id, t.key, fold(&t.key), t.value],
         )?;
@@ -454,7 +479,7 @@ fn create_user_tx(tx: &Transaction<'_>, user: &NewUser) -> FResult<User> {
 /// and the id is free.
 fn insert_key_tx(tx: &Transaction<'_>, key: NewKey, max_keys: usize) -> FResult<AccessKey> {
     let owner = owner_id(tx, &key.account_id, key.user_name.as_deref())?;
-    let count: i64 = tx.query_row(
+    let count: i64 = tx.row(
         "SELECT COUNT(*) FROM access_keys WHERE account_id = ?1 AND user_id IS ?2",
         params![key.account_id, owner],
         |r| r.get(0),
@@ -477,7 +502,7 @@ fn insert_key_tx(tx: &Transaction<'_>, key: NewKey, max_keys: usize) -> FResult<
         ))
         .into());
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
          VALUES (?1, ?2, ?3, 'Active', ?4, ?5)",
         params![
@@ -492,7 +517,7 @@ fn insert_key_tx(tx: &Transaction<'_>, key: NewKey, max_keys: usize) -> FResult<
     // The user's name as stored (the caller may have used another case).
     let user_name: Option<String> = match &owner {
         Some(id) => Some(
-            tx.query_row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
+            tx.row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
                 r.get(0)
             })?,
         ),
@@ -536,7 +561,7 @@ impl Backend for SqliteBackend {
                 ))
                 .into());
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO accounts (account_id, name, created_ms) VALUES (?1, ?2, ?3)",
                 params![id, name, created_ms],
             )?;
@@ -645,7 +670,7 @@ impl Backend for SqliteBackend {
                 return Err(StoreError::user_exists(&target_name).into());
             }
             let target_path = new_path.unwrap_or_else(|| user.path.clone());
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET name = ?2, name_lc = ?3, path = ?4 WHERE user_id = ?1",
                 params![user.user_id, target_name, fold(&target_name), target_path],
             )?;
@@ -659,7 +684,7 @@ impl Backend for SqliteBackend {
         let (account_id, name) = (owned(account_id), owned(name));
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
-            let keys: i64 = tx.query_row(
+            let keys: i64 = tx.row(
                 "SELECT COUNT(*) FROM access_keys WHERE user_id = ?1",
                 [&user.user_id],
                 |r| r.get(0),
@@ -667,8 +692,8 @@ impl Backend for SqliteBackend {
             if keys > 0 {
                 return Err(StoreError::user_has_keys().into());
             }
-            tx.execute("DELETE FROM user_tags WHERE user_id = ?1", [&user.user_id])?;
-            tx.execute("DELETE FROM users WHERE user_id = ?1", [&user.user_id])?;
+            tx.exec("DELETE FROM user_tags WHERE user_id = ?1", [&user.user_id])?;
+            tx.exec("DELETE FROM users WHERE user_id = ?1", [&user.user_id])?;
             bump(tx)?;
             Ok(())
         })
@@ -686,13 +711,13 @@ impl Backend for SqliteBackend {
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
             for t in &tags {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (user_id, key_lc) DO UPDATE SET key = excluded.key, value = excluded.value",
                     params![user.user_id, t.key, fold(&t.key), t.value],
                 )?;
             }
-            let count: i64 = tx.query_row(
+            let count: i64 = tx.row(
                 "SELECT COUNT(*) FROM user_tags WHERE user_id = ?1",
                 [&user.user_id],
                 |r| r.get(0),
@@ -711,7 +736,7 @@ impl Backend for SqliteBackend {
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
             for k in &keys {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM user_tags WHERE user_id = ?1 AND key_lc = ?2",
                     params![user.user_id, fold(k)],
                 )?;
@@ -804,7 +829,7 @@ impl Backend for SqliteBackend {
             (owned(account_id), user_name.map(owned), owned(key_id));
         self.write(move |tx| {
             let owner = owner_id(tx, &account_id, user_name.as_deref())?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE access_keys SET status = ?4
                  WHERE key_id = ?1 AND account_id = ?2 AND user_id IS ?3",
                 params![key_id, account_id, owner, status.as_str()],
@@ -828,7 +853,7 @@ impl Backend for SqliteBackend {
             (owned(account_id), user_name.map(owned), owned(key_id));
         self.write(move |tx| {
             let owner = owner_id(tx, &account_id, user_name.as_deref())?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM access_keys WHERE key_id = ?1 AND account_id = ?2 AND user_id IS ?3",
                 params![key_id, account_id, owner],
             )?;
@@ -888,11 +913,11 @@ impl Backend for SqliteBackend {
                 return Err(StoreError::no_such_account(&account_id).into());
             }
             // An account has at most one alias: a new one replaces the old (as AWS does).
-            tx.execute(
+            tx.exec(
                 "DELETE FROM account_aliases WHERE account_id = ?1",
                 [&account_id],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO account_aliases (alias, account_id) VALUES (?1, ?2)",
                 params![alias, account_id],
             )?;
@@ -919,7 +944,7 @@ impl Backend for SqliteBackend {
     async fn delete_account_alias(&self, account_id: &str, alias: &str) -> Result<()> {
         let (account_id, alias) = (owned(account_id), owned(alias));
         self.write(move |tx| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM account_aliases WHERE account_id = ?1 AND alias = ?2",
                 params![account_id, alias],
             )?;
@@ -937,7 +962,7 @@ impl Backend for SqliteBackend {
 
     async fn change_stamp(&self) -> Result<u64> {
         self.read(|tx| {
-            let v: i64 = tx.query_row("SELECT value FROM change_stamp WHERE id = 1", [], |r| {
+            let v: i64 = tx.row("SELECT value FROM change_stamp WHERE id = 1", [], |r| {
                 r.get(0)
             })?;
             Ok(u64::try_from(v).unwrap_or(0))
