@@ -38,6 +38,8 @@ const IAM_VERSION: &str = "2010-05-08";
 /// Error replies kept verbatim (shortened) for the report.
 const MAX_SAMPLES: usize = 5;
 
+mod seed_store;
+
 #[derive(Parser)]
 #[command(name = "keyward-loadgen", version, about, long_about = None)]
 struct Cli {
@@ -78,6 +80,9 @@ enum Command {
     CreateDelete(CreateDeleteArgs),
     /// Creates N users with one access key each and writes `KEYID SECRET` lines to a file (mode 0600).
     Seed(SeedArgs),
+    /// Fills a store directly through keyward_store (no server): N users with one key each, for
+    /// the 1,000,000-user benchmark; writes a spread sample of the keys to a file (mode 0600).
+    SeedStore(seed_store::SeedStoreArgs),
 }
 
 #[derive(Args, Clone, Copy)]
@@ -989,6 +994,7 @@ fn main() -> ExitCode {
             Command::Gci(a) => gci(&cli, a).await.map(|r| r.print(cli.json)),
             Command::CreateDelete(a) => create_delete(&cli, a).await.map(|r| r.print(cli.json)),
             Command::Seed(a) => seed(&cli, a).await,
+            Command::SeedStore(a) => seed_store::seed_store(a, cli.json).await,
         }
     });
     match result {

@@ -255,17 +255,9 @@ pub async fn authenticate_counted(
             None => Identity::Root,
             Some((name, _)) => {
                 // The session ends with its user: a deleted user's sessions are refused.
-                let user = app
-                    .store()
-                    .get_user(&claims.account_id, name)
-                    .await
-                    .map_err(|e| app.store_error(e))?
-                    .ok_or_else(ApiError::invalid_client_token_id)?;
-                Identity::User {
-                    arn: user_arn(&claims.account_id, &user.path, &user.name),
-                    name: user.name,
-                    user_id: user.user_id,
-                }
+                session_user(app, &claims.account_id, name)
+                    .await?
+                    .ok_or_else(ApiError::invalid_client_token_id)?
             }
         };
         let caller = Caller {
@@ -309,36 +301,56 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
     if !keyward_ids::is_well_formed_key_id(key_id) {
         return Ok(None);
     }
-    let Some((key, secret)) = app
+    let Some((key, secret, owner)) = app
         .store()
-        .get_access_key(key_id)
+        .get_access_key_with_owner(key_id)
         .await
         .map_err(|e| app.store_error(e))?
     else {
         return Ok(None);
     };
-    let identity = match &key.user_name {
-        None => Identity::Root,
-        Some(name) => {
-            let Some(user) = app
-                .store()
-                .get_user(&key.account_id, name)
-                .await
-                .map_err(|e| app.store_error(e))?
-            else {
-                return Ok(None);
-            };
-            Identity::User {
-                arn: user.arn.clone(),
-                name: user.name,
-                user_id: user.user_id,
-            }
-        }
+    let identity = match (&key.user_name, owner) {
+        (None, _) => Identity::Root,
+        (Some(name), Some(owner)) => Identity::User {
+            arn: user_arn(&key.account_id, &owner.path, name),
+            name: name.clone(),
+            user_id: owner.user_id,
+        },
+        // A user's key whose user row is gone: no identity to act as.
+        (Some(_), None) => return Ok(None),
     };
     Ok(Some(
         app.key_cache()
             .insert(CachedKey::new(key, &secret, identity)),
     ))
+}
+
+/// The identity of the IAM user behind session credentials, from the cache or the store;
+/// `None` if the user no longer exists.
+async fn session_user(
+    app: &App,
+    account_id: &str,
+    name: &str,
+) -> Result<Option<Identity>, ApiError> {
+    if let Some(identity) = app.key_cache().get_user(account_id, name) {
+        return Ok(Some(identity));
+    }
+    let Some(user) = app
+        .store()
+        .get_user(account_id, name)
+        .await
+        .map_err(|e| app.store_error(e))?
+    else {
+        return Ok(None);
+    };
+    let identity = Identity::User {
+        arn: user_arn(account_id, &user.path, &user.name),
+        name: user.name,
+        user_id: user.user_id,
+    };
+    app.key_cache()
+        .insert_user(account_id, name, identity.clone());
+    Ok(Some(identity))
 }
 
 /// Seconds since the epoch, for logs.

@@ -1,5 +1,6 @@
 //! The verification cache: what authentication needs to know about an access key, kept in memory for a
-//! short, bounded time so a hot key costs no store round trip.
+//! short, bounded time so a hot key costs no store round trip; and the same for the IAM user behind
+//! session credentials (GetSessionToken), so a session costs no user lookup per request.
 //!
 //! Entries live at most [`KeyCache::ttl`]; changes made through this server (deactivation, deletion,
 //! user rename or deletion) evict them at once, and changes made elsewhere (another process on the same
@@ -36,10 +37,19 @@ impl CachedKey {
     }
 }
 
-/// A bounded map from access key id to [`CachedKey`].
+/// A session user's identity and when it was read.
+#[derive(Debug)]
+struct CachedUser {
+    identity: Identity,
+    fetched: Instant,
+}
+
+/// A bounded map from access key id to [`CachedKey`], and one from (account, folded user name) to
+/// the session user's identity; both are bounded, expire and are evicted alike.
 #[derive(Debug)]
 pub struct KeyCache {
     map: RwLock<HashMap<String, Arc<CachedKey>>>,
+    users: RwLock<HashMap<(String, String), CachedUser>>,
     ttl: Duration,
     capacity: usize,
 }
@@ -49,6 +59,7 @@ impl KeyCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             map: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
             ttl,
             capacity,
         }
@@ -81,9 +92,39 @@ impl KeyCache {
         entry
     }
 
+    /// The fresh identity of the user `name` (any case) of `account_id`, if cached.
+    pub fn get_user(&self, account_id: &str, name: &str) -> Option<Identity> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let e = users.get(&(account_id.to_owned(), name.to_ascii_lowercase()))?;
+        (e.fetched.elapsed() < self.ttl).then(|| e.identity.clone())
+    }
+
+    /// Stores the identity of the user `name` of `account_id`, read from the store now.
+    pub fn insert_user(&self, account_id: &str, name: &str, identity: Identity) {
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if users.len() >= self.capacity {
+            let ttl = self.ttl;
+            users.retain(|_, e| e.fetched.elapsed() < ttl);
+            if users.len() >= self.capacity {
+                users.clear();
+            }
+        }
+        users.insert(
+            (account_id.to_owned(), name.to_ascii_lowercase()),
+            CachedUser {
+                identity,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
     /// Forgets every entry.
     pub fn clear(&self) {
         self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Forgets `key_id`.
@@ -95,7 +136,14 @@ impl KeyCache {
     }
 
     /// Forgets every key of `account_id` owned by `user_name` (`None`: every key of the account).
+    /// Also forgets the matching session users.
     pub fn evict_owner(&self, account_id: &str, user_name: Option<&str>) {
+        self.users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(acct, name), _| {
+                acct != account_id || user_name.is_some_and(|u| !name.eq_ignore_ascii_case(u))
+            });
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, e| {
             e.key.account_id != account_id
@@ -106,5 +154,48 @@ impl KeyCache {
                         .is_some_and(|n| n.eq_ignore_ascii_case(u))
                 })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Identity {
+        Identity::User {
+            name: name.into(),
+            user_id: format!("AIDA{name}"),
+            arn: format!("arn:aws:iam::123456789012:user/{name}"),
+        }
+    }
+
+    #[test]
+    fn session_users_are_found_ignoring_case_and_evicted_with_their_owner() {
+        let cache = KeyCache::new(Duration::from_secs(60), 10);
+        cache.insert_user("123456789012", "Alice", user("Alice"));
+        cache.insert_user("123456789012", "bob", user("bob"));
+        assert_eq!(cache.get_user("123456789012", "alice"), Some(user("Alice")));
+        assert_eq!(cache.get_user("210987654321", "alice"), None);
+        cache.evict_owner("123456789012", Some("ALICE"));
+        assert_eq!(cache.get_user("123456789012", "Alice"), None);
+        assert_eq!(cache.get_user("123456789012", "bob"), Some(user("bob")));
+        cache.evict_owner("123456789012", None);
+        assert_eq!(cache.get_user("123456789012", "bob"), None);
+        cache.insert_user("123456789012", "carol", user("carol"));
+        cache.clear();
+        assert_eq!(cache.get_user("123456789012", "carol"), None);
+    }
+
+    #[test]
+    fn session_users_expire_and_stay_bounded() {
+        let cache = KeyCache::new(Duration::ZERO, 2);
+        cache.insert_user("123456789012", "a", user("a"));
+        assert_eq!(cache.get_user("123456789012", "a"), None);
+        let cache = KeyCache::new(Duration::from_secs(60), 2);
+        for n in ["a", "b", "c"] {
+            cache.insert_user("123456789012", n, user(n));
+        }
+        assert!(cache.users.read().unwrap().len() <= 2);
+        assert_eq!(cache.get_user("123456789012", "c"), Some(user("c")));
     }
 }

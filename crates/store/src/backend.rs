@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::events::{AuditRecord, EngineQuery, EventRow};
 use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Tag, User};
-use crate::{Change, StoreError};
+use crate::{Change, KeyOwner, StoreError};
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
@@ -32,6 +32,8 @@ pub(crate) struct KeyRecord {
     pub(crate) key: AccessKey,
     pub(crate) sealed_secret: Vec<u8>,
     pub(crate) last_used: Option<LastUsed>,
+    /// The owning user's id and path (`None` for the root), read with the key.
+    pub(crate) owner: Option<KeyOwner>,
 }
 
 /// A new user, its ids already made.
@@ -88,6 +90,34 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Atomically: the owner exists, it has fewer than `max_keys` keys, the id is free; then inserts.
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey>;
+    /// Users with one key each, as [`Backend::create_user`] then [`Backend::insert_access_key`]
+    /// for every pair, in one transaction where the engine can (all or nothing); bulk loading.
+    /// Each user comes with candidate keys (the same secret under different ids): the first whose
+    /// id is free is inserted.
+    async fn create_users_with_keys(
+        &self,
+        batch: Vec<(NewUser, Vec<NewKey>)>,
+        max_keys: usize,
+    ) -> Result<Vec<(User, AccessKey)>> {
+        let mut made = Vec::with_capacity(batch.len());
+        for (user, keys) in batch {
+            let user = self.create_user(user).await?;
+            let mut inserted = None;
+            let mut last = StoreError::Unavailable("no candidate access key".into());
+            for key in keys {
+                match self.insert_access_key(key, max_keys).await {
+                    Ok(k) => {
+                        inserted = Some(k);
+                        break;
+                    }
+                    Err(e @ StoreError::EntityAlreadyExists(_)) => last = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            made.push((user, inserted.ok_or(last)?));
+        }
+        Ok(made)
+    }
     async fn get_access_key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
     /// Sorted by creation time then id; `NoSuchEntity` for an unknown user or account.
     async fn list_access_keys(

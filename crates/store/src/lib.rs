@@ -58,6 +58,8 @@ pub const MAX_ACCESS_KEYS_PER_USER: usize = 2;
 pub const MAX_TAGS_PER_USER: usize = validate::MAX_TAGS_PER_USER;
 /// Largest page `list_users` returns (IAM's `MaxItems` bound).
 pub const MAX_ITEMS: usize = 1000;
+/// Access key ids drawn per user by [`Store::create_users_with_keys`], tried in order.
+const KEY_ID_CANDIDATES: usize = 3;
 /// How often pending last-used data is written by default.
 pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// The [`MasterKey::derive`] purpose of the key that seals secret access keys. Use other purposes
@@ -166,12 +168,17 @@ pub struct StoreOptions {
     /// Interval of the background task that writes pending last-used data; `None` starts no task
     /// (then call [`Store::flush_key_usage`] yourself).
     pub usage_flush_interval: Option<Duration>,
+    /// SQLite only: the most page cache the write connection may hold, in MiB (`None`: SQLite's
+    /// default, about 2 MiB). A bulk load into a large store wants a large one: dirty pages are
+    /// then written once per transaction instead of spilling.
+    pub sqlite_write_cache_mib: Option<u32>,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             usage_flush_interval: Some(DEFAULT_USAGE_FLUSH_INTERVAL),
+            sqlite_write_cache_mib: None,
         }
     }
 }
@@ -182,6 +189,22 @@ impl StoreOptions {
         self.usage_flush_interval = every;
         self
     }
+
+    /// Sets [`StoreOptions::sqlite_write_cache_mib`].
+    pub fn sqlite_write_cache_mib(mut self, mib: Option<u32>) -> StoreOptions {
+        self.sqlite_write_cache_mib = mib;
+        self
+    }
+}
+
+/// The IAM user that owns an access key, as the key lookup returns it (its name is
+/// [`AccessKey::user_name`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The user's stable id (`AIDA...`).
+    pub user_id: String,
+    /// The user's IAM path.
+    pub path: String,
 }
 
 /// A handle on the identity store. Clones share one store.
@@ -223,7 +246,7 @@ impl Store {
         master: MasterKey,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        let backend = sqlite::SqliteBackend::open(db_path).await?;
+        let backend = sqlite::SqliteBackend::open(db_path, options.sqlite_write_cache_mib).await?;
         let store = Store::with_backend(Box::new(backend), &master);
         if let Some(every) = options.usage_flush_interval {
             store.spawn_background_flush(every);
@@ -388,6 +411,54 @@ impl Store {
         self.backend().create_user(user).await
     }
 
+    /// Bulk loading: creates the users `names` (path `/`, no tags) in `account_id` with one new
+    /// access key each, with the checks of [`Store::create_user`] and
+    /// [`Store::create_access_key`] and the same sealing, in one transaction where the engine can
+    /// (SQLite: all or nothing; PostgreSQL: one call per user and key). Returns each user with
+    /// its key and secret, in order.
+    pub async fn create_users_with_keys(
+        &self,
+        account_id: &str,
+        names: &[String],
+    ) -> Result<Vec<(User, AccessKey, Secret)>, StoreError> {
+        if !keyward_ids::is_account_id(account_id) {
+            return Err(StoreError::no_such_account(account_id));
+        }
+        let mut batch = Vec::with_capacity(names.len());
+        let mut secrets = Vec::with_capacity(names.len());
+        for name in names {
+            validate::user_name(name)?;
+            let now = to_millis(SystemTime::now());
+            let user = NewUser {
+                account_id: account_id.to_owned(),
+                name: name.clone(),
+                user_id: keyward_ids::new_unique_id(USER_ID_PREFIX, account_id),
+                path: "/".to_owned(),
+                created_ms: now,
+                tags: Vec::new(),
+            };
+            let secret = Secret::new(keyward_ids::new_secret_access_key());
+            // Candidate ids, tried in order where one is taken (see create_access_key).
+            let keys = (0..KEY_ID_CANDIDATES)
+                .map(|_| {
+                    let key_id = keyward_ids::new_access_key_id(KeyKind::LongTerm, account_id);
+                    self.new_key(account_id, Some(name), key_id, &secret)
+                })
+                .collect();
+            batch.push((user, keys));
+            secrets.push(secret);
+        }
+        let made = self
+            .backend()
+            .create_users_with_keys(batch, MAX_ACCESS_KEYS_PER_USER)
+            .await?;
+        Ok(made
+            .into_iter()
+            .zip(secrets)
+            .map(|((user, key), secret)| (user, key, secret))
+            .collect())
+    }
+
     /// The user with this name in the account, matched ignoring ASCII case.
     pub async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>, StoreError> {
         validate::user_name(name)?;
@@ -515,12 +586,22 @@ impl Store {
         if !keyward_ids::is_account_id(account_id) {
             return Err(StoreError::no_such_account(account_id));
         }
-        let key_id = keyward_ids::new_access_key_id(KeyKind::LongTerm, account_id);
         let secret = Secret::new(keyward_ids::new_secret_access_key());
-        let key = self
-            .insert_key(account_id, user_name, key_id, &secret)
-            .await?;
-        Ok((key, secret))
+        // An id has 39 random bits per account: among a million keys of one account a new id is
+        // already taken about once in half a million draws. Draw again, as for account ids.
+        let mut attempts = 0;
+        loop {
+            let key_id = keyward_ids::new_access_key_id(KeyKind::LongTerm, account_id);
+            match self
+                .insert_key(account_id, user_name, key_id.clone(), &secret)
+                .await
+            {
+                Err(StoreError::EntityAlreadyExists(m)) if m.contains(&key_id) && attempts < 5 => {
+                    attempts += 1;
+                }
+                other => return other.map(|key| (key, secret)),
+            }
+        }
     }
 
     /// Creates an active access key with a given id and secret (bootstrap credentials from the
@@ -550,20 +631,31 @@ impl Store {
         key_id: String,
         secret: &Secret,
     ) -> Result<AccessKey, StoreError> {
+        let key = self.new_key(account_id, user_name, key_id, secret);
+        self.backend()
+            .insert_access_key(key, MAX_ACCESS_KEYS_PER_USER)
+            .await
+    }
+
+    /// A key record to insert, its secret sealed (the key id is the associated data).
+    fn new_key(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        key_id: String,
+        secret: &Secret,
+    ) -> NewKey {
         let sealed_secret = self
             .inner
             .secrets
             .seal(secret.expose().as_bytes(), key_id.as_bytes());
-        let key = NewKey {
+        NewKey {
             key_id,
             account_id: account_id.to_owned(),
             user_name: user_name.map(str::to_owned),
             sealed_secret,
             created_ms: to_millis(SystemTime::now()),
-        };
-        self.backend()
-            .insert_access_key(key, MAX_ACCESS_KEYS_PER_USER)
-            .await
+        }
     }
 
     /// The key and its secret, whatever its status: the authentication lookup. `None` for an
@@ -572,6 +664,18 @@ impl Store {
         &self,
         key_id: &str,
     ) -> Result<Option<(AccessKey, Secret)>, StoreError> {
+        Ok(self
+            .get_access_key_with_owner(key_id)
+            .await?
+            .map(|(key, secret, _)| (key, secret)))
+    }
+
+    /// [`Store::get_access_key`] with the owning user's id and path (`None` for the root), read
+    /// in the same statement: what authentication needs, in one store round trip.
+    pub async fn get_access_key_with_owner(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(AccessKey, Secret, Option<KeyOwner>)>, StoreError> {
         let Some(rec) = self.backend().get_access_key(key_id).await? else {
             return Ok(None);
         };
@@ -588,7 +692,7 @@ impl Store {
         let secret = String::from_utf8(clear.to_vec()).map_err(|_| {
             StoreError::Corrupt(format!("the secret of access key {key_id} is not UTF-8"))
         })?;
-        Ok(Some((rec.key, Secret::new(secret))))
+        Ok(Some((rec.key, Secret::new(secret), rec.owner)))
     }
 
     /// The keys of a user (`user_name`) or of the account's root (`None`), oldest first.

@@ -42,7 +42,7 @@ use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
 use crate::validate::fold;
-use crate::{mask_database_url, Change, StoreError};
+use crate::{mask_database_url, Change, KeyOwner, StoreError};
 
 mod tls;
 
@@ -620,7 +620,7 @@ async fn owner(
 }
 
 const KEY_SELECT: &str = "SELECT k.key_id, k.account_id, u.name, k.status, k.created_ms, \
-     k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region \
+     k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region, u.user_id, u.path \
      FROM access_keys k LEFT JOIN users u ON u.user_id = k.user_id";
 
 fn key_row(r: &Row) -> FResult<KeyRecord> {
@@ -642,6 +642,13 @@ fn key_row(r: &Row) -> FResult<KeyRecord> {
                 when: from_millis(ms),
                 service: r.try_get::<_, Option<String>>(7)?.unwrap_or_default(),
                 region: r.try_get::<_, Option<String>>(8)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+        owner: match r.try_get::<_, Option<String>>(9)? {
+            Some(user_id) => Some(KeyOwner {
+                user_id,
+                path: r.try_get(10)?,
             }),
             None => None,
         },
@@ -992,52 +999,53 @@ impl Backend for PgBackend {
                 // owner, on any node, count one after the other.
                 let owner = owner(tx, &key.account_id, key.user_name.as_deref(), true).await?;
                 let owner_id = owner.as_ref().map(|o| o.0.clone());
+                // One statement (its snapshot is taken after the lock above, so it counts every
+                // key committed by the previous holder): count, insert unless at the quota or the
+                // id is taken, move the change stamp and announce, only if inserted.
                 let sql = format!(
-                    "SELECT COUNT(*) FROM access_keys WHERE account_id = $1 AND {}",
+                    "WITH c AS (SELECT COUNT(*) AS n FROM access_keys
+                                WHERE account_id = $1 AND {}),
+                     ins AS (INSERT INTO access_keys
+                               (key_id, account_id, user_id, status, sealed_secret, created_ms)
+                             SELECT $3, $1, $2, 'Active', $4, $5 FROM c WHERE c.n < $6
+                             ON CONFLICT (key_id) DO NOTHING
+                             RETURNING key_id),
+                     b AS (UPDATE change_stamp SET value = value + 1
+                           WHERE id = 1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1),
+                     nt AS (SELECT pg_notify($8, $7) FROM ins)
+                     SELECT (SELECT n FROM c), (SELECT COUNT(*) FROM ins),
+                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)",
                     owner_filter(&owner, 2)
                 );
-                let n = opt_row(tx, &sql, &[&key.account_id, &owner_id]).await?;
-                if n.as_ref().map(count).transpose()?.unwrap_or(0) >= max_keys {
+                let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
+                let payload = Change::AccessKey(key.key_id.clone()).payload();
+                let row = opt_row(
+                    tx,
+                    &sql,
+                    &[
+                        &key.account_id,
+                        &owner_id,
+                        &key.key_id,
+                        &key.sealed_secret,
+                        &key.created_ms,
+                        &max,
+                        &payload,
+                        &CHANNEL,
+                    ],
+                )
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("no row from an INSERT count".into()))?;
+                if count(&row)? >= max_keys {
                     return Err(StoreError::too_many_keys(max_keys).into());
                 }
-                let taken = || {
-                    StoreError::EntityAlreadyExists(format!(
+                let inserted: i64 = row.try_get(1)?;
+                if inserted == 0 {
+                    return Err(StoreError::EntityAlreadyExists(format!(
                         "Access key with id {} already exists.",
                         key.key_id
                     ))
-                };
-                if opt_row(
-                    tx,
-                    "SELECT 1 FROM access_keys WHERE key_id = $1",
-                    &[&key.key_id],
-                )
-                .await?
-                .is_some()
-                {
-                    return Err(taken().into());
+                    .into());
                 }
-                let inserted = exec(
-                    tx,
-                    "INSERT INTO access_keys
-                       (key_id, account_id, user_id, status, sealed_secret, created_ms)
-                     VALUES ($1, $2, $3, 'Active', $4, $5)",
-                    &[
-                        &key.key_id,
-                        &key.account_id,
-                        &owner_id,
-                        &key.sealed_secret,
-                        &key.created_ms,
-                    ],
-                )
-                .await;
-                if let Err(e) = inserted {
-                    return Err(match unique_violation(&e) {
-                        Some(_) => taken().into(),
-                        None => e,
-                    });
-                }
-                bump(tx).await?;
-                notify(tx, &Change::AccessKey(key.key_id.clone())).await?;
                 Ok(AccessKey {
                     key_id: key.key_id.clone(),
                     account_id: key.account_id.clone(),
@@ -1052,8 +1060,10 @@ impl Backend for PgBackend {
     }
 
     async fn get_access_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        // One statement: the key, its secret and its owner (name, id, path) together.
         const SQL: &str = "SELECT k.key_id, k.account_id, u.name, k.status, k.created_ms, \
-             k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region \
+             k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region, \
+             u.user_id, u.path \
              FROM access_keys k LEFT JOIN users u ON u.user_id = k.user_id WHERE k.key_id = $1";
         self.single(SQL, vec![owned(key_id)], |rows| {
             rows.first().map(key_row).transpose()
@@ -1129,20 +1139,59 @@ impl Backend for PgBackend {
     ) -> Result<()> {
         let (account_id, user_name, key_id) =
             (owned(account_id), user_name.map(owned), owned(key_id));
-        self.write(move |tx| {
+        // One statement, committed on its own (one round trip): find the owner, delete the key if
+        // it is the owner's, move the change stamp and announce, only if deleted.
+        self.with_client(move |c| {
             Box::pin(async move {
-                let owner = owner(tx, &account_id, user_name.as_deref(), false).await?;
-                let owner_id = owner.as_ref().map(|o| o.0.clone());
-                let sql = format!(
-                    "DELETE FROM access_keys WHERE key_id = $2 AND account_id = $1 AND {}",
-                    owner_filter(&owner, 3)
-                );
-                let n = exec(tx, &sql, &[&account_id, &key_id, &owner_id]).await?;
-                if n == 0 {
+                const TAIL: &str = "b AS (UPDATE change_stamp SET value = value + 1
+                           WHERE id = 1 AND EXISTS (SELECT 1 FROM d) RETURNING 1),
+                     nt AS (SELECT pg_notify($4, $3) FROM d)
+                     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
+                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)";
+                let payload = Change::AccessKey(key_id.clone()).payload();
+                let row = match &user_name {
+                    Some(name) => {
+                        let sql = format!(
+                            "WITH o AS (SELECT user_id FROM users
+                                        WHERE account_id = $1 AND name_lc = $5),
+                             d AS (DELETE FROM access_keys
+                                   WHERE key_id = $2 AND account_id = $1
+                                     AND user_id = (SELECT user_id FROM o)
+                                   RETURNING key_id),
+                             {TAIL}"
+                        );
+                        opt_row(
+                            &*c,
+                            &sql,
+                            &[&account_id, &key_id, &payload, &CHANNEL, &fold(name)],
+                        )
+                        .await?
+                    }
+                    None => {
+                        let sql = format!(
+                            "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
+                             d AS (DELETE FROM access_keys
+                                   WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL
+                                     AND EXISTS (SELECT 1 FROM o)
+                                   RETURNING key_id),
+                             {TAIL}"
+                        );
+                        opt_row(&*c, &sql, &[&account_id, &key_id, &payload, &CHANNEL]).await?
+                    }
+                };
+                let row =
+                    row.ok_or_else(|| StoreError::Unavailable("no row from a DELETE".into()))?;
+                if count(&row)? == 0 {
+                    return Err(match &user_name {
+                        Some(name) => StoreError::no_such_user(name),
+                        None => StoreError::no_such_account(&account_id),
+                    }
+                    .into());
+                }
+                let deleted: i64 = row.try_get(1)?;
+                if deleted == 0 {
                     return Err(StoreError::no_such_key(&key_id).into());
                 }
-                bump(tx).await?;
-                notify(tx, &Change::AccessKey(key_id.clone())).await?;
                 Ok(())
             })
         })

@@ -1,18 +1,23 @@
 //! The embedded SQLite engine.
 //!
 //! One database file in WAL mode with `synchronous=FULL`: a committed transaction is on disk when the
-//! call returns and survives `kill -9`. Every call runs on tokio's blocking pool with a connection
-//! taken from a small pool (opened on demand), so several processes and several tasks can use the
-//! file at once. Writes open `BEGIN IMMEDIATE` transactions, which take the database's write lock
-//! before reading anything: a check followed by an insert (name free? fewer than two keys?) is
-//! atomic across connections and processes. Waiting for another writer's lock is bounded by a busy
+//! call returns and survives `kill -9`. Reads run on tokio's blocking pool with a connection taken
+//! from a small pool (opened on demand), so several tasks read at once. Writes go to one writer
+//! thread per store ([`writer`]) that owns the write connection and commits the writes queued
+//! meanwhile together (group commit, one savepoint per write, every caller answered after the
+//! commit). Its transactions are `BEGIN IMMEDIATE`, which takes the database's write lock before
+//! reading anything: a check followed by an insert (name free? fewer than two keys?) is atomic
+//! across connections and processes. Waiting for another process's lock is bounded by a busy
 //! timeout. Nothing is cached between calls, so rows written by another process are seen at once.
+
+mod writer;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
+use tokio::sync::oneshot;
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
 use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
@@ -27,7 +33,7 @@ use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
 use crate::validate::fold;
-use crate::StoreError;
+use crate::{KeyOwner, StoreError};
 
 /// How long a call waits for another connection's write lock before failing `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -48,7 +54,10 @@ pub(crate) struct SqliteBackend {
 
 struct Shared {
     path: PathBuf,
+    /// Read connections.
     idle: Mutex<Vec<Connection>>,
+    /// The queue of the writer thread, which owns the write connection.
+    writer: mpsc::Sender<writer::Msg>,
     closed: AtomicBool,
 }
 
@@ -95,16 +104,31 @@ impl From<Fail> for StoreError {
 
 impl SqliteBackend {
     /// Opens (creating with mode 0600 if needed) the database at `path` and brings its schema up
-    /// to date.
-    pub(crate) async fn open(path: &Path) -> Result<SqliteBackend> {
+    /// to date; `write_cache_mib` bounds the write connection's page cache (`None`: SQLite's
+    /// default).
+    pub(crate) async fn open(path: &Path, write_cache_mib: Option<u32>) -> Result<SqliteBackend> {
         let path = path.to_path_buf();
         let shared = tokio::task::spawn_blocking(move || -> Result<Shared> {
             create_private_file(&path)?;
             let mut conn = open_connection(&path).map_err(StoreError::from)?;
             migrate(&mut conn)?;
+            let write_conn = open_connection(&path).map_err(StoreError::from)?;
+            if let Some(mib) = write_cache_mib {
+                write_conn
+                    .pragma_update(None, "cache_size", -i64::from(mib) * 1024)
+                    .map_err(|e| StoreError::from(Fail::Db(e)))?;
+            }
+            let (queue, inbox) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("keyward-sqlite-writer".into())
+                .spawn(move || writer::run(write_conn, inbox))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+                })?;
             Ok(Shared {
                 path,
                 idle: Mutex::new(vec![conn]),
+                writer: queue,
                 closed: AtomicBool::new(false),
             })
         })
@@ -115,9 +139,8 @@ impl SqliteBackend {
         })
     }
 
-    /// Runs `f` in a transaction on the blocking pool; `write` takes the write lock up front and
-    /// commits, otherwise the transaction is a consistent read snapshot.
-    async fn run<T, F>(&self, write: bool, f: F) -> Result<T>
+    /// Runs `f` in a read transaction (a consistent snapshot) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
@@ -129,12 +152,7 @@ impl SqliteBackend {
             }
             let mut conn = shared.take()?;
             let result = (|| -> FResult<T> {
-                let behavior = if write {
-                    TransactionBehavior::Immediate
-                } else {
-                    TransactionBehavior::Deferred
-                };
-                let tx = conn.transaction_with_behavior(behavior)?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
                 let value = f(&tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -146,20 +164,24 @@ impl SqliteBackend {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
-    {
-        self.run(false, f).await
-    }
-
+    /// Queues `f` for the writer thread, which runs it inside a group commit (see [`writer`]), and
+    /// answers once the transaction holding it is durable (or `f` failed and was undone).
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
     {
-        self.run(true, f).await
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::closed());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .writer
+            .send(writer::Msg::Op(writer::op(f, reply)))
+            .map_err(|_| StoreError::closed())?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the database writer stopped before answering".into())
+        })?
     }
 }
 
@@ -204,6 +226,7 @@ fn open_connection(path: &Path) -> FResult<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!(
@@ -252,8 +275,32 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     run().map_err(StoreError::from)
 }
 
+/// Statements through the connection's prepared-statement cache: the write path runs the same few
+/// statements over and over, and parsing them each time was a visible share of its CPU.
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Transaction<'_> {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 fn bump(tx: &Transaction<'_>) -> FResult<()> {
-    tx.execute("UPDATE change_stamp SET value = value + 1 WHERE id = 1", [])?;
+    tx.exec("UPDATE change_stamp SET value = value + 1 WHERE id = 1", [])?;
     Ok(())
 }
 
@@ -359,7 +406,7 @@ fn owner_id(
 }
 
 const KEY_COLS: &str = "k.key_id, k.account_id, u.name, k.status, k.created_ms, k.sealed_secret, \
-                        k.last_used_ms, k.last_used_service, k.last_used_region";
+                        k.last_used_ms, k.last_used_service, k.last_used_region, u.user_id, u.path";
 const KEY_FROM: &str = "access_keys k LEFT JOIN users u ON u.user_id = k.user_id";
 
 fn parse_status(s: &str) -> rusqlite::Result<KeyStatus> {
@@ -392,6 +439,100 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
             }),
             None => None,
         },
+        owner: match r.get::<_, Option<String>>(9)? {
+            Some(user_id) => Some(KeyOwner {
+                user_id,
+                path: r.get(10)?,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// CreateUser inside a write transaction: the account exists, the name is free (ignoring case).
+fn create_user_tx(tx: &Transaction<'_>, user: &NewUser) -> FResult<User> {
+    if !account_exists(tx, &user.account_id)? {
+        return Err(StoreError::no_such_account(&user.account_id).into());
+    }
+    if find_user(tx, &user.account_id, &user.name)?.is_some() {
+        return Err(StoreError::user_exists(&user.name).into());
+    }
+    tx.exec(
+        "INSERT INTO users (user_id, account_id, name, name_lc, path, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            user.user_id,
+            user.account_id,
+            user.name,
+            fold(&user.name),
+            user.path,
+            user.created_ms
+        ],
+    )?;
+    for t in &user.tags {
+        tx.exec(
+            "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)",
+            params![user.user_id, t.key, fold(&t.key), t.value],
+        )?;
+    }
+    bump(tx)?;
+    require_user(tx, &user.account_id, &user.name)
+}
+
+/// CreateAccessKey inside a write transaction: the owner exists, has fewer than `max_keys` keys,
+/// and the id is free.
+fn insert_key_tx(tx: &Transaction<'_>, key: NewKey, max_keys: usize) -> FResult<AccessKey> {
+    let owner = owner_id(tx, &key.account_id, key.user_name.as_deref())?;
+    let count: i64 = tx.row(
+        "SELECT COUNT(*) FROM access_keys WHERE account_id = ?1 AND user_id IS ?2",
+        params![key.account_id, owner],
+        |r| r.get(0),
+    )?;
+    if usize::try_from(count).unwrap_or(usize::MAX) >= max_keys {
+        return Err(StoreError::too_many_keys(max_keys).into());
+    }
+    let exists = tx
+        .query_row(
+            "SELECT 1 FROM access_keys WHERE key_id = ?1",
+            [&key.key_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if exists {
+        return Err(StoreError::EntityAlreadyExists(format!(
+            "Access key with id {} already exists.",
+            key.key_id
+        ))
+        .into());
+    }
+    tx.exec(
+        "INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
+         VALUES (?1, ?2, ?3, 'Active', ?4, ?5)",
+        params![
+            key.key_id,
+            key.account_id,
+            owner,
+            key.sealed_secret,
+            key.created_ms
+        ],
+    )?;
+    bump(tx)?;
+    // The user's name as stored (the caller may have used another case).
+    let user_name: Option<String> = match &owner {
+        Some(id) => Some(
+            tx.row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
+                r.get(0)
+            })?,
+        ),
+        None => None,
+    };
+    Ok(AccessKey {
+        key_id: key.key_id,
+        account_id: key.account_id,
+        user_name,
+        status: KeyStatus::Active,
+        created: from_millis(key.created_ms),
     })
 }
 
@@ -424,7 +565,7 @@ impl Backend for SqliteBackend {
                 ))
                 .into());
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO accounts (account_id, name, created_ms) VALUES (?1, ?2, ?3)",
                 params![id, name, created_ms],
             )?;
@@ -480,35 +621,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {
-        self.write(move |tx| {
-            if !account_exists(tx, &user.account_id)? {
-                return Err(StoreError::no_such_account(&user.account_id).into());
-            }
-            if find_user(tx, &user.account_id, &user.name)?.is_some() {
-                return Err(StoreError::user_exists(&user.name).into());
-            }
-            tx.execute(
-                "INSERT INTO users (user_id, account_id, name, name_lc, path, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    user.user_id,
-                    user.account_id,
-                    user.name,
-                    fold(&user.name),
-                    user.path,
-                    user.created_ms
-                ],
-            )?;
-            for t in &user.tags {
-                tx.execute(
-                    "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![user.user_id, t.key, fold(&t.key), t.value],
-                )?;
-            }
-            bump(tx)?;
-            require_user(tx, &user.account_id, &user.name)
-        })
-        .await
+        self.write(move |tx| create_user_tx(tx, &user)).await
     }
 
     async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>> {
@@ -561,7 +674,7 @@ impl Backend for SqliteBackend {
                 return Err(StoreError::user_exists(&target_name).into());
             }
             let target_path = new_path.unwrap_or_else(|| user.path.clone());
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET name = ?2, name_lc = ?3, path = ?4 WHERE user_id = ?1",
                 params![user.user_id, target_name, fold(&target_name), target_path],
             )?;
@@ -575,7 +688,7 @@ impl Backend for SqliteBackend {
         let (account_id, name) = (owned(account_id), owned(name));
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
-            let keys: i64 = tx.query_row(
+            let keys: i64 = tx.row(
                 "SELECT COUNT(*) FROM access_keys WHERE user_id = ?1",
                 [&user.user_id],
                 |r| r.get(0),
@@ -583,8 +696,8 @@ impl Backend for SqliteBackend {
             if keys > 0 {
                 return Err(StoreError::user_has_keys().into());
             }
-            tx.execute("DELETE FROM user_tags WHERE user_id = ?1", [&user.user_id])?;
-            tx.execute("DELETE FROM users WHERE user_id = ?1", [&user.user_id])?;
+            tx.exec("DELETE FROM user_tags WHERE user_id = ?1", [&user.user_id])?;
+            tx.exec("DELETE FROM users WHERE user_id = ?1", [&user.user_id])?;
             bump(tx)?;
             Ok(())
         })
@@ -602,13 +715,13 @@ impl Backend for SqliteBackend {
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
             for t in &tags {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO user_tags (user_id, key, key_lc, value) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (user_id, key_lc) DO UPDATE SET key = excluded.key, value = excluded.value",
                     params![user.user_id, t.key, fold(&t.key), t.value],
                 )?;
             }
-            let count: i64 = tx.query_row(
+            let count: i64 = tx.row(
                 "SELECT COUNT(*) FROM user_tags WHERE user_id = ?1",
                 [&user.user_id],
                 |r| r.get(0),
@@ -627,7 +740,7 @@ impl Backend for SqliteBackend {
         self.write(move |tx| {
             let user = require_user(tx, &account_id, &name)?;
             for k in &keys {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM user_tags WHERE user_id = ?1 AND key_lc = ?2",
                     params![user.user_id, fold(k)],
                 )?;
@@ -639,47 +752,37 @@ impl Backend for SqliteBackend {
     }
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
+        self.write(move |tx| insert_key_tx(tx, key, max_keys)).await
+    }
+
+    async fn create_users_with_keys(
+        &self,
+        batch: Vec<(NewUser, Vec<NewKey>)>,
+        max_keys: usize,
+    ) -> Result<Vec<(User, AccessKey)>> {
+        // One write operation (one savepoint in the writer's transaction): all or nothing.
         self.write(move |tx| {
-            let owner = owner_id(tx, &key.account_id, key.user_name.as_deref())?;
-            let count: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM access_keys WHERE account_id = ?1 AND user_id IS ?2",
-                params![key.account_id, owner],
-                |r| r.get(0),
-            )?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= max_keys {
-                return Err(StoreError::too_many_keys(max_keys).into());
+            let mut made = Vec::with_capacity(batch.len());
+            for (user, keys) in batch {
+                let user = create_user_tx(tx, &user)?;
+                let mut inserted = None;
+                for key in keys {
+                    // A taken id fails before anything is written: try the next candidate.
+                    match insert_key_tx(tx, key, max_keys) {
+                        Ok(k) => {
+                            inserted = Some(k);
+                            break;
+                        }
+                        Err(Fail::Store(StoreError::EntityAlreadyExists(_))) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let key = inserted.ok_or_else(|| {
+                    StoreError::EntityAlreadyExists("every candidate access key id is taken".into())
+                })?;
+                made.push((user, key));
             }
-            let exists = tx
-                .query_row("SELECT 1 FROM access_keys WHERE key_id = ?1", [&key.key_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if exists {
-                return Err(StoreError::EntityAlreadyExists(format!(
-                    "Access key with id {} already exists.",
-                    key.key_id
-                ))
-                .into());
-            }
-            tx.execute(
-                "INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
-                 VALUES (?1, ?2, ?3, 'Active', ?4, ?5)",
-                params![key.key_id, key.account_id, owner, key.sealed_secret, key.created_ms],
-            )?;
-            bump(tx)?;
-            // The user's name as stored (the caller may have used another case).
-            let user_name: Option<String> = match &owner {
-                Some(id) => Some(tx.query_row("SELECT name FROM users WHERE user_id = ?1", [id], |r| {
-                    r.get(0)
-                })?),
-                None => None,
-            };
-            Ok(AccessKey {
-                key_id: key.key_id,
-                account_id: key.account_id,
-                user_name,
-                status: KeyStatus::Active,
-                created: from_millis(key.created_ms),
-            })
+            Ok(made)
         })
         .await
     }
@@ -730,7 +833,7 @@ impl Backend for SqliteBackend {
             (owned(account_id), user_name.map(owned), owned(key_id));
         self.write(move |tx| {
             let owner = owner_id(tx, &account_id, user_name.as_deref())?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE access_keys SET status = ?4
                  WHERE key_id = ?1 AND account_id = ?2 AND user_id IS ?3",
                 params![key_id, account_id, owner, status.as_str()],
@@ -754,7 +857,7 @@ impl Backend for SqliteBackend {
             (owned(account_id), user_name.map(owned), owned(key_id));
         self.write(move |tx| {
             let owner = owner_id(tx, &account_id, user_name.as_deref())?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM access_keys WHERE key_id = ?1 AND account_id = ?2 AND user_id IS ?3",
                 params![key_id, account_id, owner],
             )?;
@@ -814,11 +917,11 @@ impl Backend for SqliteBackend {
                 return Err(StoreError::no_such_account(&account_id).into());
             }
             // An account has at most one alias: a new one replaces the old (as AWS does).
-            tx.execute(
+            tx.exec(
                 "DELETE FROM account_aliases WHERE account_id = ?1",
                 [&account_id],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO account_aliases (alias, account_id) VALUES (?1, ?2)",
                 params![alias, account_id],
             )?;
@@ -845,7 +948,7 @@ impl Backend for SqliteBackend {
     async fn delete_account_alias(&self, account_id: &str, alias: &str) -> Result<()> {
         let (account_id, alias) = (owned(account_id), owned(alias));
         self.write(move |tx| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM account_aliases WHERE account_id = ?1 AND alias = ?2",
                 params![account_id, alias],
             )?;
@@ -863,7 +966,7 @@ impl Backend for SqliteBackend {
 
     async fn change_stamp(&self) -> Result<u64> {
         self.read(|tx| {
-            let v: i64 = tx.query_row("SELECT value FROM change_stamp WHERE id = 1", [], |r| {
+            let v: i64 = tx.row("SELECT value FROM change_stamp WHERE id = 1", [], |r| {
                 r.get(0)
             })?;
             Ok(u64::try_from(v).unwrap_or(0))
@@ -967,6 +1070,11 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) -> Result<()> {
         self.shared.closed.store(true, Ordering::Release);
+        // The writer finishes the writes queued before this, then closes its connection.
+        let (done, stopped) = oneshot::channel();
+        if self.shared.writer.send(writer::Msg::Close(done)).is_ok() {
+            let _ = stopped.await;
+        }
         let idle = std::mem::take(&mut *self.shared.idle.lock().unwrap_or_else(|p| p.into_inner()));
         // Closing a connection may checkpoint the WAL: do it off the async runtime.
         tokio::task::spawn_blocking(move || drop(idle))

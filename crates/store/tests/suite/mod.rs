@@ -23,6 +23,8 @@ pub(crate) async fn test_suite(store: &Store) {
     change_stamp_grows(store).await;
     concurrent_limits_one_handle(store).await;
     audit_events(store).await;
+    key_lookup_with_owner(store).await;
+    bulk_users_with_keys(store).await;
 }
 
 async fn new_account(store: &Store) -> String {
@@ -1097,4 +1099,90 @@ async fn audit_events(store: &Store) {
         .unwrap()
         .events
         .is_empty());
+}
+
+/// The authentication lookup returns the owner's id and path with the key; none for the root.
+async fn key_lookup_with_owner(store: &Store) {
+    let acct = new_account(store).await;
+    let user = store
+        .create_user(&acct, "Owner", "/team/", &[])
+        .await
+        .unwrap();
+    let (k, secret) = store.create_access_key(&acct, Some("owner")).await.unwrap();
+    let (found, s, owner) = store
+        .get_access_key_with_owner(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, k);
+    assert_eq!(found.user_name.as_deref(), Some("Owner"));
+    assert_eq!(s.expose(), secret.expose());
+    let owner = owner.expect("a user's key has an owner");
+    assert_eq!(owner.user_id, user.user_id);
+    assert_eq!(owner.path, "/team/");
+    // A rename and a move are seen by the next lookup.
+    store
+        .update_user(&acct, "Owner", Some("Renamed"), Some("/other/"))
+        .await
+        .unwrap();
+    let (found, _, owner) = store
+        .get_access_key_with_owner(&k.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user_name.as_deref(), Some("Renamed"));
+    assert_eq!(owner.unwrap().path, "/other/");
+
+    let (root_key, _) = store.create_access_key(&acct, None).await.unwrap();
+    let (_, _, owner) = store
+        .get_access_key_with_owner(&root_key.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner, None);
+    assert!(store
+        .get_access_key_with_owner("AKIAAAAAAAAAAAAAAAAA")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Bulk loading makes the same users and keys as single creates, with the same checks.
+async fn bulk_users_with_keys(store: &Store) {
+    let acct = new_account(store).await;
+    let names: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).collect();
+    let made = store.create_users_with_keys(&acct, &names).await.unwrap();
+    assert_eq!(made.len(), 50);
+    let mut ids = HashSet::new();
+    for ((user, key, secret), name) in made.iter().zip(&names) {
+        assert_eq!(&user.name, name);
+        assert_eq!(user.path, "/");
+        assert_eq!(key.user_name.as_deref(), Some(name.as_str()));
+        assert!(ids.insert(key.key_id.clone()));
+        let (_, s, owner) = store
+            .get_access_key_with_owner(&key.key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.expose(),
+            secret.expose(),
+            "the secret is sealed and opens"
+        );
+        assert_eq!(owner.unwrap().user_id, user.user_id);
+    }
+    // A taken name (ignoring case) is refused as by CreateUser.
+    let again = vec!["fresh-1".to_owned(), "BULK-3".to_owned()];
+    assert_err(
+        store.create_users_with_keys(&acct, &again).await,
+        "EntityAlreadyExists",
+        "User with name BULK-3 already exists.",
+    );
+    assert_err(
+        store
+            .create_users_with_keys("999999999999", &["x".to_owned()])
+            .await,
+        "NoSuchEntity",
+        "The account with id 999999999999 cannot be found.",
+    );
 }
