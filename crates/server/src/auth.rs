@@ -301,6 +301,7 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
     if !keyward_ids::is_well_formed_key_id(key_id) {
         return Ok(None);
     }
+    let ticket = app.key_cache().ticket();
     let Some((key, secret, owner)) = app
         .store()
         .get_access_key_with_owner(key_id)
@@ -319,10 +320,13 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
         // A user's key whose user row is gone: no identity to act as.
         (Some(_), None) => return Ok(None),
     };
-    Ok(Some(
-        app.key_cache()
-            .insert(CachedKey::new(key, &secret, identity)),
-    ))
+    let entry = CachedKey::new(key, &secret, identity);
+    if entry.key.status != KeyStatus::Active {
+        // Refused keys are not cached: a key made active again (here or on another node) works at
+        // once, without waiting for the entry to expire or for the other node's notification.
+        return Ok(Some(Arc::new(entry)));
+    }
+    Ok(Some(app.key_cache().insert(ticket, entry)))
 }
 
 /// The identity of the IAM user behind session credentials, from the cache or the store;
@@ -335,6 +339,7 @@ async fn session_user(
     if let Some(identity) = app.key_cache().get_user(account_id, name) {
         return Ok(Some(identity));
     }
+    let ticket = app.key_cache().ticket();
     let Some(user) = app
         .store()
         .get_user(account_id, name)
@@ -349,7 +354,7 @@ async fn session_user(
         user_id: user.user_id,
     };
     app.key_cache()
-        .insert_user(account_id, name, identity.clone());
+        .insert_user(ticket, account_id, name, identity.clone());
     Ok(Some(identity))
 }
 

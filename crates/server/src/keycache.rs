@@ -2,6 +2,8 @@
 //! short, bounded time so a hot key costs no store round trip; and the same for the IAM user behind
 //! session credentials (GetSessionToken), so a session costs no user lookup per request.
 //!
+//! Only active keys are cached (a refused key is looked up each time, so re-activation works at once).
+//! An eviction bumps a generation; a store read that began before it is not inserted ([`Ticket`]).
 //! Entries live at most [`KeyCache::ttl`]; changes made through this server (deactivation, deletion,
 //! user rename or deletion) evict them at once, and changes made elsewhere (another process on the same
 //! store) are seen when the entry expires. The table is bounded: when full it is cleared, which costs
@@ -10,6 +12,7 @@
 use crate::caller::Identity;
 use keyward_store::{AccessKey, Secret};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,10 @@ impl CachedKey {
     }
 }
 
+/// Proof of when a store read began, for [`KeyCache::insert`]; see [`KeyCache::ticket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 /// A session user's identity and when it was read.
 #[derive(Debug)]
 struct CachedUser {
@@ -48,6 +55,9 @@ struct CachedUser {
 /// the session user's identity; both are bounded, expire and are evicted alike.
 #[derive(Debug)]
 pub struct KeyCache {
+    /// Bumped by every eviction, under the map's write lock: an entry read from the store before an
+    /// eviction may be stale and is not inserted (see [`KeyCache::ticket`]).
+    generation: AtomicU64,
     map: RwLock<HashMap<String, Arc<CachedKey>>>,
     users: RwLock<HashMap<(String, String), CachedUser>>,
     ttl: Duration,
@@ -58,6 +68,7 @@ impl KeyCache {
     /// A cache whose entries live `ttl`, holding at most `capacity` keys.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
+            generation: AtomicU64::new(0),
             map: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             ttl,
@@ -77,10 +88,21 @@ impl KeyCache {
         (e.fetched.elapsed() < self.ttl).then(|| Arc::clone(e))
     }
 
-    /// Stores an entry.
-    pub fn insert(&self, entry: CachedKey) -> Arc<CachedKey> {
+    /// Take before reading from the store what will be inserted: an insert whose ticket is older
+    /// than an eviction is skipped, so a lookup that raced a deactivation (or a notification of one
+    /// from another node) cannot put the state it read before the change back into the cache.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// Stores an entry read from the store after `ticket` was taken (skipped if an eviction came in
+    /// between); returns it either way.
+    pub fn insert(&self, ticket: Ticket, entry: CachedKey) -> Arc<CachedKey> {
         let entry = Arc::new(entry);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+            return entry;
+        }
         if map.len() >= self.capacity {
             let ttl = self.ttl;
             map.retain(|_, e| e.fetched.elapsed() < ttl);
@@ -99,9 +121,13 @@ impl KeyCache {
         (e.fetched.elapsed() < self.ttl).then(|| e.identity.clone())
     }
 
-    /// Stores the identity of the user `name` of `account_id`, read from the store now.
-    pub fn insert_user(&self, account_id: &str, name: &str, identity: Identity) {
+    /// Stores the identity of the user `name` of `account_id`, read from the store after `ticket`
+    /// was taken (skipped if an eviction came in between).
+    pub fn insert_user(&self, ticket: Ticket, account_id: &str, name: &str, identity: Identity) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+            return;
+        }
         if users.len() >= self.capacity {
             let ttl = self.ttl;
             users.retain(|_, e| e.fetched.elapsed() < ttl);
@@ -120,31 +146,31 @@ impl KeyCache {
 
     /// Forgets every entry.
     pub fn clear(&self) {
-        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.users
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.clear();
+        users.clear();
     }
 
     /// Forgets `key_id`.
     pub fn evict(&self, key_id: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key_id);
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.remove(key_id);
     }
 
     /// Forgets every key of `account_id` owned by `user_name` (`None`: every key of the account).
     /// Also forgets the matching session users.
     pub fn evict_owner(&self, account_id: &str, user_name: Option<&str>) {
-        self.users
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(acct, name), _| {
-                acct != account_id || user_name.is_some_and(|u| !name.eq_ignore_ascii_case(u))
-            });
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        users.retain(|(acct, name), _| {
+            acct != account_id || user_name.is_some_and(|u| !name.eq_ignore_ascii_case(u))
+        });
+        drop(users);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         map.retain(|_, e| {
             e.key.account_id != account_id
                 || user_name.is_some_and(|u| {
@@ -172,8 +198,8 @@ mod tests {
     #[test]
     fn session_users_are_found_ignoring_case_and_evicted_with_their_owner() {
         let cache = KeyCache::new(Duration::from_secs(60), 10);
-        cache.insert_user("123456789012", "Alice", user("Alice"));
-        cache.insert_user("123456789012", "bob", user("bob"));
+        cache.insert_user(cache.ticket(), "123456789012", "Alice", user("Alice"));
+        cache.insert_user(cache.ticket(), "123456789012", "bob", user("bob"));
         assert_eq!(cache.get_user("123456789012", "alice"), Some(user("Alice")));
         assert_eq!(cache.get_user("210987654321", "alice"), None);
         cache.evict_owner("123456789012", Some("ALICE"));
@@ -181,7 +207,7 @@ mod tests {
         assert_eq!(cache.get_user("123456789012", "bob"), Some(user("bob")));
         cache.evict_owner("123456789012", None);
         assert_eq!(cache.get_user("123456789012", "bob"), None);
-        cache.insert_user("123456789012", "carol", user("carol"));
+        cache.insert_user(cache.ticket(), "123456789012", "carol", user("carol"));
         cache.clear();
         assert_eq!(cache.get_user("123456789012", "carol"), None);
     }
@@ -189,13 +215,39 @@ mod tests {
     #[test]
     fn session_users_expire_and_stay_bounded() {
         let cache = KeyCache::new(Duration::ZERO, 2);
-        cache.insert_user("123456789012", "a", user("a"));
+        cache.insert_user(cache.ticket(), "123456789012", "a", user("a"));
         assert_eq!(cache.get_user("123456789012", "a"), None);
         let cache = KeyCache::new(Duration::from_secs(60), 2);
         for n in ["a", "b", "c"] {
-            cache.insert_user("123456789012", n, user(n));
+            cache.insert_user(cache.ticket(), "123456789012", n, user(n));
         }
         assert!(cache.users.read().unwrap().len() <= 2);
         assert_eq!(cache.get_user("123456789012", "c"), Some(user("c")));
+    }
+
+    #[test]
+    fn a_read_that_raced_an_eviction_is_not_cached() {
+        let cache = KeyCache::new(Duration::from_secs(60), 10);
+        // A lookup takes its ticket, then (while it reads the store) the user is changed elsewhere.
+        let before = cache.ticket();
+        cache.evict_owner("123456789012", Some("dave"));
+        cache.insert_user(before, "123456789012", "dave", user("dave"));
+        assert_eq!(
+            cache.get_user("123456789012", "dave"),
+            None,
+            "stale read kept"
+        );
+        let before = cache.ticket();
+        cache.evict("AKIAOTHERKEY");
+        cache.insert_user(before, "123456789012", "dave", user("dave"));
+        assert_eq!(
+            cache.get_user("123456789012", "dave"),
+            None,
+            "any eviction counts"
+        );
+        // A read begun after the eviction is cached.
+        let after = cache.ticket();
+        cache.insert_user(after, "123456789012", "dave", user("dave"));
+        assert_eq!(cache.get_user("123456789012", "dave"), Some(user("dave")));
     }
 }
