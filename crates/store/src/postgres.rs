@@ -1334,23 +1334,34 @@ impl Backend for PgBackend {
     async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()> {
         self.write(move |tx| {
             Box::pin(async move {
-                for e in &events {
+                // One statement per chunk of rows (arrays unnested server-side), not one round trip
+                // per event: the writer sends batches of thousands.
+                for chunk in events.chunks(1024) {
+                    let account: Vec<&str> = chunk.iter().map(|e| e.account_id.as_str()).collect();
+                    let time: Vec<i64> = chunk.iter().map(|e| to_millis(e.time)).collect();
+                    let id: Vec<&str> = chunk.iter().map(|e| e.event_id.as_str()).collect();
+                    let name: Vec<&str> = chunk.iter().map(|e| e.event_name.as_str()).collect();
+                    let source: Vec<&str> = chunk.iter().map(|e| e.event_source.as_str()).collect();
+                    let key: Vec<Option<&str>> =
+                        chunk.iter().map(|e| e.access_key_id.as_deref()).collect();
+                    let user: Vec<Option<&str>> =
+                        chunk.iter().map(|e| e.user_name.as_deref()).collect();
+                    let ro: Vec<bool> = chunk.iter().map(|e| e.read_only).collect();
+                    let body: Vec<&str> = chunk.iter().map(|e| e.body.as_str()).collect();
                     exec(
                         tx,
                         "INSERT INTO audit_events (account_id, time_ms, event_id, event_name,
                              event_source, access_key_id, user_name, read_only, body)
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-                         WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)",
+                         SELECT e.account_id, e.time_ms, e.event_id, e.event_name, e.event_source,
+                                e.access_key_id, e.user_name, e.read_only, e.body
+                         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[],
+                                $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[])
+                              WITH ORDINALITY AS e(account_id, time_ms, event_id, event_name,
+                                event_source, access_key_id, user_name, read_only, body, n)
+                         WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = e.account_id)
+                         ORDER BY e.n",
                         &[
-                            &e.account_id,
-                            &to_millis(e.time),
-                            &e.event_id,
-                            &e.event_name,
-                            &e.event_source,
-                            &e.access_key_id,
-                            &e.user_name,
-                            &e.read_only,
-                            &e.body,
+                            &account, &time, &id, &name, &source, &key, &user, &ro, &body,
                         ],
                     )
                     .await?;

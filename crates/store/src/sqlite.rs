@@ -237,6 +237,11 @@ fn open_connection(path: &Path) -> FResult<Connection> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Savepoint (statement) journals in memory: the writer runs every operation of a group commit
+    // inside its own SAVEPOINT, and with journals on disk each page an operation touches was first
+    // copied to a temporary file (a pwrite per page; a third of the server's CPU under a stream of
+    // audit events). They only ever serve rollbacks within the open transaction.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
