@@ -285,7 +285,13 @@ impl AuditStats {
 }
 
 enum Msg {
-    Event(Box<AuditEvent>, Option<oneshot::Sender<()>>),
+    /// A rendered event (its JSON line and store record), rendered by the request that made it so
+    /// the writer's batches do not hold the runtime for milliseconds of rendering.
+    Event(
+        String,
+        Option<Box<AuditRecord>>,
+        Option<oneshot::Sender<()>>,
+    ),
     Close(oneshot::Sender<()>),
 }
 
@@ -363,7 +369,10 @@ impl Auditor {
         };
         if self
             .tx
-            .send(Msg::Event(Box::new(event), ack))
+            .send({
+                let (json, record) = event.render();
+                Msg::Event(json, record.map(Box::new), ack)
+            })
             .await
             .is_err()
         {
@@ -396,7 +405,7 @@ async fn writer(
     loop {
         let Some(first) = rx.recv().await else { return };
         let deadline = tokio::time::Instant::now() + LINGER;
-        let urgent = |m: &Msg| matches!(m, Msg::Event(_, Some(_)) | Msg::Close(_));
+        let urgent = |m: &Msg| matches!(m, Msg::Event(_, _, Some(_)) | Msg::Close(_));
         let mut now = urgent(&first);
         batch.push(first);
         loop {
@@ -427,13 +436,12 @@ async fn writer(
         let mut closing = Vec::new();
         for m in batch.drain(..) {
             match m {
-                Msg::Event(ev, ack) => {
-                    let (json, record) = ev.render();
+                Msg::Event(json, record, ack) => {
                     if sink.is_some() {
                         text.push_str(&head.link(&json));
                     }
                     if store.is_some() {
-                        records.extend(record);
+                        records.extend(record.map(|r| *r));
                     }
                     acks.extend(ack);
                     stats.events.fetch_add(1, Ordering::Relaxed);

@@ -15,5 +15,4 @@ CREATE TABLE audit_events (
 );
 
 CREATE INDEX audit_events_by_time ON audit_events (account_id, time_ms, seq);
-CREATE INDEX audit_events_by_key ON audit_events (access_key_id, time_ms, seq);
 CREATE INDEX audit_events_by_age ON audit_events (time_ms);
