@@ -119,6 +119,25 @@ def test_a_retired_key_is_still_traced_to_its_account(audited):
     assert all(e["ReadOnly"] == "false" for e in lookup(audited, ("ReadOnly", "false")))
 
 
+def test_a_failure_with_an_existing_key_names_its_owner(audited):
+    kid, secret = new_user_key(audited, "carol")
+    audited.client("iam").update_access_key(UserName="carol", AccessKeyId=kid, Status="Inactive")
+    code, _, err = audited.aws("sts", "get-caller-identity", key_id=kid, secret=secret, check=False)
+    assert code != 0 and "InvalidClientTokenId" in err
+    code, _, err = audited.aws("sts", "get-caller-identity", key_id=kid, secret="x" * 40, check=False)
+    assert code != 0 and "InvalidClientTokenId" in err
+    events = eventually(
+        lambda: lookup(audited, ("AccessKeyId", kid)),
+        lambda ev: sum("errorCode" in e["CloudTrailEvent"] for e in ev) >= 2,
+    )
+    failures = [json.loads(e["CloudTrailEvent"]) for e in events if "errorCode" in e["CloudTrailEvent"]]
+    assert len(failures) == 2
+    for ev in failures:
+        assert ev["userIdentity"]["type"] == "IAMUser", ev["userIdentity"]
+        assert ev["userIdentity"]["userName"] == "carol"
+        assert ev["userIdentity"]["accessKeyId"] == kid
+
+
 def test_pagination_filters_and_errors_with_boto3(audited):
     ct = audited.client("cloudtrail")
     sts = audited.client("sts")

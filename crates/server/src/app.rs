@@ -81,6 +81,8 @@ struct Trace {
     action: Option<String>,
     key_id: Option<String>,
     caller: Option<Caller>,
+    /// The owner of the key a failed request presented, when the key exists.
+    owner: Option<Caller>,
     params: Option<serde_json::Value>,
 }
 
@@ -380,19 +382,12 @@ impl App {
         });
         let read_only = audit::is_read_only(&event_name);
         let authenticated = trace.caller.is_some();
-        let principal = match (trace.caller, trace.key_id) {
-            (Some(c), _) => Principal::Caller(c),
-            // A failure with a key this node knows (wrong signature, inactive key): its owner.
-            (None, Some(k)) => match self.key_cache.get(&k) {
-                Some(e) => Principal::Caller(Caller {
-                    account_id: e.key.account_id.clone(),
-                    identity: e.identity.clone(),
-                    access_key_id: k,
-                    session_expires: None,
-                }),
-                None => Principal::Key(k),
-            },
-            (None, None) => Principal::Anonymous,
+        let principal = match (trace.caller, trace.owner, trace.key_id) {
+            (Some(c), _, _) => Principal::Caller(c),
+            // A failure with a key that exists (wrong signature, inactive key): its owner.
+            (None, Some(o), _) => Principal::Caller(o),
+            (None, None, Some(k)) => Principal::Key(k),
+            (None, None, None) => Principal::Anonymous,
         };
         let (error, response_xml) = match result {
             Ok(body) => (None, (!read_only).then(|| body.clone())),
@@ -492,7 +487,12 @@ impl App {
         };
         let authn = authenticate_counted(self, req, body, &parsed, *dialect, now)
             .await
-            .map_err(|f| self.auth_failed_counted(f, *dialect, guard))?;
+            .map_err(|mut f| {
+                if auditing {
+                    trace.owner = f.owner.take();
+                }
+                self.auth_failed_counted(f, *dialect, guard)
+            })?;
         if auditing {
             trace.caller = Some(authn.caller.clone());
         }

@@ -181,12 +181,19 @@ pub struct AuthFailure {
     /// a matching signature (clock skew, expired presigned URL, payload hash mismatch) are an honest
     /// client's mistakes and do not count, nor do store failures (5xx).
     pub counts: bool,
+    /// The owner of the presented long-term key, when the key exists (inactive key, wrong
+    /// signature): whose key was used, for the audit trail.
+    pub owner: Option<Caller>,
 }
 
 impl From<ApiError> for AuthFailure {
     fn from(error: ApiError) -> Self {
         let counts = error.status < 500;
-        Self { error, counts }
+        Self {
+            error,
+            counts,
+            owner: None,
+        }
     }
 }
 
@@ -202,21 +209,8 @@ pub fn proves_secret(e: &VerifyError) -> bool {
     )
 }
 
-/// Authenticates `parsed`, a signature found on `req`, at time `now`.
-pub async fn authenticate(
-    app: &App,
-    req: &Request<'_>,
-    body: &[u8],
-    parsed: &SignedRequest,
-    dialect: Dialect,
-    now: SystemTime,
-) -> Result<Authenticated, ApiError> {
-    authenticate_counted(app, req, body, parsed, dialect, now)
-        .await
-        .map_err(|f| f.error)
-}
-
-/// [`authenticate`], telling which failures failed-authentication throttling counts.
+/// Authenticates `parsed`, a signature found on `req`, at time `now`; a failure tells whether
+/// failed-authentication throttling counts it, and whose key it was.
 pub async fn authenticate_counted(
     app: &App,
     req: &Request<'_>,
@@ -241,6 +235,7 @@ pub async fn authenticate_counted(
         r.map_err(|e| AuthFailure {
             counts: !proves_secret(&e),
             error: verify_error(dialect, key_id, expires, e, now),
+            owner: None,
         })
     };
 
@@ -269,22 +264,34 @@ pub async fn authenticate_counted(
         return Ok(Authenticated { caller, verified });
     }
 
-    let entry = lookup_key(app, key_id).await?;
-    let Some(entry) = entry.filter(|e| e.key.status == KeyStatus::Active) else {
+    let Some(entry) = lookup_key(app, key_id).await? else {
         return Err(unknown_key(dialect, key_id).into());
     };
-    if let Some(token) = token {
-        // A session token next to a long-term key: AWS refuses the pair.
-        return Err(bad_token(dialect, token, TokenError::Invalid).into());
-    }
-    let verified = verify(&entry.secret)?;
-    let caller = Caller {
+    let owner = Caller {
         account_id: entry.key.account_id.clone(),
         identity: entry.identity.clone(),
         access_key_id: entry.key.key_id.clone(),
         session_expires: None,
     };
-    Ok(Authenticated { caller, verified })
+    let refuse = |error: ApiError| AuthFailure {
+        owner: Some(owner.clone()),
+        ..AuthFailure::from(error)
+    };
+    if entry.key.status != KeyStatus::Active {
+        return Err(refuse(unknown_key(dialect, key_id)));
+    }
+    if let Some(token) = token {
+        // A session token next to a long-term key: AWS refuses the pair.
+        return Err(refuse(bad_token(dialect, token, TokenError::Invalid)));
+    }
+    let verified = verify(&entry.secret).map_err(|f| AuthFailure {
+        owner: Some(owner.clone()),
+        ..f
+    })?;
+    Ok(Authenticated {
+        caller: owner,
+        verified,
+    })
 }
 
 /// The verification entry of a long-term key, from the cache or the store.
