@@ -489,7 +489,7 @@ impl App {
             .await
             .map_err(|mut f| {
                 if auditing {
-                    trace.owner = f.owner.take();
+                    trace.owner = f.owner.take().map(|o| *o);
                 }
                 self.auth_failed_counted(f, *dialect, guard)
             })?;

@@ -183,7 +183,7 @@ pub struct AuthFailure {
     pub counts: bool,
     /// The owner of the presented long-term key, when the key exists (inactive key, wrong
     /// signature): whose key was used, for the audit trail.
-    pub owner: Option<Caller>,
+    pub owner: Option<Box<Caller>>,
 }
 
 impl From<ApiError> for AuthFailure {
@@ -274,7 +274,7 @@ pub async fn authenticate_counted(
         session_expires: None,
     };
     let refuse = |error: ApiError| AuthFailure {
-        owner: Some(owner.clone()),
+        owner: Some(Box::new(owner.clone())),
         ..AuthFailure::from(error)
     };
     if entry.key.status != KeyStatus::Active {
@@ -285,7 +285,7 @@ pub async fn authenticate_counted(
         return Err(refuse(bad_token(dialect, token, TokenError::Invalid)));
     }
     let verified = verify(&entry.secret).map_err(|f| AuthFailure {
-        owner: Some(owner.clone()),
+        owner: Some(Box::new(owner.clone())),
         ..f
     })?;
     Ok(Authenticated {
