@@ -13,7 +13,7 @@ mod elements;
 
 use crate::caller::{Caller, Identity};
 use keyward_protocol::time::iso8601;
-use keyward_store::{AuditRecord, Store};
+use keyward_store::{new_event_id, AuditRecord, IdentityType, Store};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -151,107 +151,183 @@ pub fn request_parameters<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) 
     (!map.is_empty()).then_some(Value::Object(map))
 }
 
-fn identity_json(p: &Principal) -> (Value, Option<String>, Option<String>, Option<String>) {
-    let mut m = Map::new();
-    let (account, key, user) = match p {
-        Principal::Caller(c) => {
-            let kind = match c.identity {
-                Identity::Root => "Root",
-                Identity::User { .. } => "IAMUser",
-            };
-            m.insert("type".into(), kind.into());
-            m.insert("principalId".into(), c.user_id().into());
-            m.insert("arn".into(), c.arn().into());
-            m.insert("accountId".into(), c.account_id.clone().into());
-            m.insert("accessKeyId".into(), c.access_key_id.clone().into());
-            if let Some(n) = c.user_name() {
-                m.insert("userName".into(), n.into());
-            }
-            if c.is_session() {
-                m.insert(
-                    "sessionContext".into(),
-                    serde_json::json!({"attributes": {"mfaAuthenticated": "false"}}),
-                );
-            }
-            (
-                Some(c.account_id.clone()),
-                Some(c.access_key_id.clone()),
-                c.user_name().map(str::to_owned),
-            )
-        }
-        Principal::Key(key) => {
-            m.insert("type".into(), "Unknown".into());
-            let account = keyward_ids::account_of_key_id(key);
-            if let Some(a) = &account {
-                m.insert("accountId".into(), a.clone().into());
-            }
-            m.insert("accessKeyId".into(), key.clone().into());
-            (account, Some(key.clone()), None)
-        }
-        Principal::Anonymous => {
-            m.insert("type".into(), "Unknown".into());
-            (None, None, None)
-        }
-    };
-    (Value::Object(m), account, key, user)
-}
-
 impl AuditEvent {
-    /// The CloudTrail JSON (one line) and, when the event belongs to an account, its store record.
-    pub fn render(&self) -> (String, Option<AuditRecord>) {
-        let event_id = keyward_protocol::new_request_id();
-        let (identity, account, key, user) = identity_json(&self.principal);
-        let mut m = Map::new();
-        m.insert("eventVersion".into(), EVENT_VERSION.into());
-        m.insert("userIdentity".into(), identity);
-        m.insert("eventTime".into(), iso8601(self.time).into());
-        let source = format!("{}.amazonaws.com", self.service);
-        m.insert("eventSource".into(), source.clone().into());
-        m.insert("eventName".into(), self.event_name.clone().into());
-        m.insert("awsRegion".into(), self.region.clone().into());
-        m.insert(
-            "sourceIPAddress".into(),
-            self.source_ip.clone().map_or(Value::Null, Value::String),
-        );
-        m.insert(
-            "userAgent".into(),
-            self.user_agent.clone().map_or(Value::Null, Value::String),
-        );
-        if let Some((code, message)) = &self.error {
-            m.insert("errorCode".into(), code.clone().into());
-            m.insert("errorMessage".into(), message.clone().into());
-        }
-        m.insert(
-            "requestParameters".into(),
-            self.request_parameters.clone().unwrap_or(Value::Null),
-        );
-        let response = self
-            .response_xml
-            .as_deref()
-            .and_then(elements::response_elements)
-            .unwrap_or(Value::Null);
-        m.insert("responseElements".into(), response);
-        m.insert("requestID".into(), self.request_id.clone().into());
-        m.insert("eventID".into(), event_id.clone().into());
-        m.insert("readOnly".into(), self.read_only.into());
-        m.insert("eventType".into(), "AwsApiCall".into());
-        m.insert("managementEvent".into(), true.into());
-        m.insert("recipientAccountId".into(), account.clone().into());
-        m.insert("eventCategory".into(), "Management".into());
-        let body = Value::Object(m).to_string();
-        let record = account.map(|account_id| AuditRecord {
+    /// The event as the store keeps it and the log renders it: a new event id for its time, the
+    /// identity spelled out, `responseElements` taken from the XML answer with secrets removed.
+    /// Strings are moved, not copied.
+    pub fn into_record(self) -> AuditRecord {
+        let (identity_type, principal_id, arn, account_id, access_key_id, user_name, session) =
+            match self.principal {
+                Principal::Caller(c) => {
+                    let kind = match c.identity {
+                        Identity::Root => IdentityType::Root,
+                        Identity::User { .. } => IdentityType::IamUser,
+                    };
+                    let principal = c.user_id().to_owned();
+                    let arn = c.arn();
+                    let session = c.is_session();
+                    let Caller {
+                        account_id,
+                        identity,
+                        access_key_id,
+                        ..
+                    } = c;
+                    let user = match identity {
+                        Identity::Root => None,
+                        Identity::User { name, .. } => Some(name),
+                    };
+                    (
+                        kind,
+                        Some(principal),
+                        Some(arn),
+                        Some(account_id),
+                        Some(access_key_id),
+                        user,
+                        session,
+                    )
+                }
+                Principal::Key(key) => (
+                    IdentityType::Unknown,
+                    None,
+                    None,
+                    keyward_ids::account_of_key_id(&key),
+                    Some(key),
+                    None,
+                    false,
+                ),
+                Principal::Anonymous => {
+                    (IdentityType::Unknown, None, None, None, None, None, false)
+                }
+            };
+        let (error_code, error_message) = match self.error {
+            Some((c, m)) => (Some(c), Some(m)),
+            None => (None, None),
+        };
+        let mut event_source = self.service;
+        event_source.push_str(".amazonaws.com");
+        AuditRecord {
             account_id,
             time: self.time,
-            event_id,
-            event_name: self.event_name.clone(),
-            event_source: source,
-            access_key_id: key,
-            user_name: user,
+            event_id: new_event_id(self.time),
+            event_name: self.event_name,
+            event_source,
+            region: self.region,
+            identity_type,
+            principal_id,
+            arn,
+            access_key_id,
+            user_name,
+            session,
             read_only: self.read_only,
-            body: body.clone(),
-        });
-        (body, record)
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+            error_code,
+            error_message,
+            request_parameters: self.request_parameters.map(|v| v.to_string()),
+            response_elements: self
+                .response_xml
+                .as_deref()
+                .and_then(elements::response_elements)
+                .map(|v| v.to_string()),
+            request_id: self.request_id,
+            stored_json: None,
+        }
     }
+}
+
+/// The CloudTrail event JSON (one line, CloudTrail's field order) of a record; an event stored
+/// before schema 3 comes back exactly as it was written then.
+pub fn cloudtrail_json(r: &AuditRecord) -> String {
+    if let Some(json) = &r.stored_json {
+        return json.clone();
+    }
+    let mut o = String::with_capacity(768);
+    o.push_str("{\"eventVersion\":\"");
+    o.push_str(EVENT_VERSION);
+    o.push_str("\",\"userIdentity\":{\"type\":\"");
+    o.push_str(r.identity_type.as_str());
+    o.push('"');
+    field(&mut o, "principalId", r.principal_id.as_deref());
+    field(&mut o, "arn", r.arn.as_deref());
+    field(&mut o, "accountId", r.account_id.as_deref());
+    field(&mut o, "accessKeyId", r.access_key_id.as_deref());
+    field(&mut o, "userName", r.user_name.as_deref());
+    if r.session {
+        o.push_str(",\"sessionContext\":{\"attributes\":{\"mfaAuthenticated\":\"false\"}}");
+    }
+    o.push_str("},\"eventTime\":\"");
+    o.push_str(&iso8601(r.time));
+    o.push('"');
+    field(&mut o, "eventSource", Some(&r.event_source));
+    field(&mut o, "eventName", Some(&r.event_name));
+    field(&mut o, "awsRegion", Some(&r.region));
+    nullable(&mut o, "sourceIPAddress", r.source_ip.as_deref());
+    nullable(&mut o, "userAgent", r.user_agent.as_deref());
+    field(&mut o, "errorCode", r.error_code.as_deref());
+    field(&mut o, "errorMessage", r.error_message.as_deref());
+    o.push_str(",\"requestParameters\":");
+    o.push_str(r.request_parameters.as_deref().unwrap_or("null"));
+    o.push_str(",\"responseElements\":");
+    o.push_str(r.response_elements.as_deref().unwrap_or("null"));
+    field(&mut o, "requestID", Some(&r.request_id));
+    field(&mut o, "eventID", Some(&r.event_id));
+    o.push_str(if r.read_only {
+        ",\"readOnly\":true"
+    } else {
+        ",\"readOnly\":false"
+    });
+    o.push_str(",\"eventType\":\"AwsApiCall\",\"managementEvent\":true");
+    nullable(&mut o, "recipientAccountId", r.account_id.as_deref());
+    o.push_str(",\"eventCategory\":\"Management\"}");
+    o
+}
+
+/// `,"name":"value"`, or nothing for `None`.
+fn field(o: &mut String, name: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        o.push_str(",\"");
+        o.push_str(name);
+        o.push_str("\":");
+        json_string(o, v);
+    }
+}
+
+/// `,"name":"value"`, or `,"name":null` for `None`.
+fn nullable(o: &mut String, name: &str, value: Option<&str>) {
+    match value {
+        Some(_) => field(o, name, value),
+        None => {
+            o.push_str(",\"");
+            o.push_str(name);
+            o.push_str("\":null");
+        }
+    }
+}
+
+/// A JSON string literal (RFC 8259 escaping).
+fn json_string(o: &mut String, s: &str) {
+    o.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        o.push_str(&s[start..i]);
+        if esc.is_empty() {
+            o.push_str(&format!("\\u{b:04x}"));
+        } else {
+            o.push_str(esc);
+        }
+        start = i + 1;
+    }
+    o.push_str(&s[start..]);
+    o.push('"');
 }
 
 /// Counters of the writer.
@@ -285,10 +361,10 @@ impl AuditStats {
 }
 
 enum Msg {
-    /// A rendered event (its JSON line and store record), rendered by the request that made it so
-    /// the writer's batches do not hold the runtime for milliseconds of rendering.
+    /// An event: its JSON line when a log is written and its record when the store keeps it, both
+    /// made by the request so the writer's batches do not hold the runtime for milliseconds.
     Event(
-        String,
+        Option<String>,
         Option<Box<AuditRecord>>,
         Option<oneshot::Sender<()>>,
     ),
@@ -300,6 +376,10 @@ enum Msg {
 pub struct Auditor {
     tx: mpsc::Sender<Msg>,
     stats: Arc<AuditStats>,
+    /// A log file is written: events are rendered as JSON.
+    log: bool,
+    /// Events are kept in the store.
+    keep: bool,
 }
 
 enum Sink {
@@ -350,7 +430,12 @@ impl Auditor {
         if keep {
             tokio::spawn(pruner(store, config.retention));
         }
-        Ok(Auditor { tx, stats })
+        Ok(Auditor {
+            tx,
+            stats,
+            log: config.log.is_some(),
+            keep,
+        })
     }
 
     /// The writer's counters.
@@ -370,8 +455,10 @@ impl Auditor {
         if self
             .tx
             .send({
-                let (json, record) = event.render();
-                Msg::Event(json, record.map(Box::new), ack)
+                let record = event.into_record();
+                let json = self.log.then(|| cloudtrail_json(&record));
+                let record = (self.keep && record.account_id.is_some()).then(|| Box::new(record));
+                Msg::Event(json, record, ack)
             })
             .await
             .is_err()
@@ -437,12 +524,10 @@ async fn writer(
         for m in batch.drain(..) {
             match m {
                 Msg::Event(json, record, ack) => {
-                    if sink.is_some() {
+                    if let (Some(_), Some(json)) = (&sink, json) {
                         text.push_str(&head.link(&json));
                     }
-                    if store.is_some() {
-                        records.extend(record.map(|r| *r));
-                    }
+                    records.extend(record.map(|r| *r));
                     acks.extend(ack);
                     stats.events.fetch_add(1, Ordering::Relaxed);
                 }
@@ -477,7 +562,7 @@ async fn writer(
             }
             let mut delay = Duration::from_millis(50);
             loop {
-                match store.append_events(records.clone()).await {
+                match store.append_events(&records).await {
                     Ok(()) => return Ok(()),
                     Err(e) if delay > Duration::from_secs(2) => return Err(e),
                     Err(_) => {
@@ -574,7 +659,8 @@ mod tests {
 
     #[test]
     fn an_event_has_cloudtrails_shape_and_no_secret() {
-        let (json, record) = event(Principal::Caller(caller())).render();
+        let record = event(Principal::Caller(caller())).into_record();
+        let json = cloudtrail_json(&record);
         assert!(
             !json.contains("SHHH") && !json.contains("hunter2"),
             "{json}"
@@ -591,11 +677,36 @@ mod tests {
         assert_eq!(v["readOnly"], false);
         assert_eq!(v["eventType"], "AwsApiCall");
         assert_eq!(v["sourceIPAddress"], "10.0.0.1");
-        let r = record.unwrap();
-        assert_eq!(r.account_id, "123456789012");
+        assert_eq!(v["recipientAccountId"], "123456789012");
+        assert_eq!(v["eventCategory"], "Management");
+        let r = record;
+        assert_eq!(r.account_id.as_deref(), Some("123456789012"));
         assert_eq!(r.user_name.as_deref(), Some("bob"));
         assert_eq!(r.event_id, v["eventID"]);
-        assert_eq!(r.body, json);
+        // The id carries the event's millisecond.
+        assert_eq!(
+            keyward_store::event_id_time(&r.event_id),
+            Some(1_795_000_000_000)
+        );
+        // CloudTrail's field order, not alphabetical.
+        assert!(
+            json.starts_with("{\"eventVersion\":\"1.08\",\"userIdentity\":{\"type\":\"IAMUser\"")
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let nasty = "a\"b\\c\n\r\t\u{1}\u{1f}é😀</x>";
+        let mut ev = event(Principal::Anonymous);
+        ev.user_agent = Some(nasty.into());
+        ev.error = Some(("Code".into(), nasty.into()));
+        let json = cloudtrail_json(&ev.into_record());
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["userAgent"], nasty);
+        assert_eq!(v["errorMessage"], nasty);
+        assert_eq!(v["userIdentity"]["type"], "Unknown");
+        assert_eq!(v["recipientAccountId"], Value::Null);
+        assert!(!json.contains('\n'));
     }
 
     #[test]
@@ -604,14 +715,16 @@ mod tests {
         let mut ev = event(Principal::Key(key.clone()));
         ev.error = Some(("InvalidClientTokenId".into(), "bad".into()));
         ev.response_xml = None;
-        let (json, record) = ev.render();
-        let v: Value = serde_json::from_str(&json).unwrap();
+        let record = ev.into_record();
+        let v: Value = serde_json::from_str(&cloudtrail_json(&record)).unwrap();
+        assert_eq!(v["userIdentity"]["type"], "Unknown");
         assert_eq!(v["userIdentity"]["accountId"], "210987654321");
         assert_eq!(v["userIdentity"]["accessKeyId"], key.as_str());
         assert_eq!(v["errorCode"], "InvalidClientTokenId");
-        assert_eq!(record.unwrap().account_id, "210987654321");
-        let (_, none) = event(Principal::Anonymous).render();
-        assert!(none.is_none());
+        assert_eq!(v["errorMessage"], "bad");
+        assert_eq!(record.account_id.as_deref(), Some("210987654321"));
+        let none = event(Principal::Anonymous).into_record();
+        assert!(none.account_id.is_none());
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub(crate) async fn handle(
                 .unwrap_or(Duration::ZERO)
                 .as_millis() as f64
                 / 1000.0;
+            let body = crate::audit::cloudtrail_json(e);
             let mut m = Map::new();
             m.insert("EventId".into(), e.event_id.clone().into());
             m.insert("EventName".into(), e.event_name.clone().into());
@@ -76,11 +77,11 @@ pub(crate) async fn handle(
             let username = e
                 .user_name
                 .clone()
-                .or_else(|| username_of(&e.body))
+                .or_else(|| username_of(&body))
                 .map_or(Value::Null, Value::String);
             m.insert("Username".into(), username);
-            m.insert("Resources".into(), Value::Array(resources(&e.body)));
-            m.insert("CloudTrailEvent".into(), e.body.clone().into());
+            m.insert("Resources".into(), Value::Array(resources(&body)));
+            m.insert("CloudTrailEvent".into(), body.into());
             Value::Object(m)
         })
         .collect();

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use tokio::sync::broadcast;
 
-use crate::events::{AuditRecord, EngineQuery, EventRow};
+use crate::events::{BatchQuery, BatchRow, PackedBatch};
 use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Tag, User};
 use crate::{Change, KeyOwner, StoreError};
 
@@ -149,11 +149,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `NoSuchEntity` unless the account has that alias.
     async fn delete_account_alias(&self, account_id: &str, alias: &str) -> Result<()>;
 
-    /// Inserts the events of existing accounts (others are skipped), in one transaction.
-    async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()>;
-    /// The account's events matching the query, `time_ms DESC, seq DESC`, at most `limit`.
-    async fn lookup_events(&self, q: EngineQuery) -> Result<Vec<EventRow>>;
-    /// Deletes at most `limit` events older than `before_ms`; returns how many.
+    /// Inserts the packed event batches of existing accounts (others are skipped), in one
+    /// transaction.
+    async fn append_event_batches(&self, batches: Vec<PackedBatch>) -> Result<()>;
+    /// The account's batches the query selects, `max_ms DESC, seq DESC`.
+    async fn event_batches(&self, q: BatchQuery) -> Result<Vec<BatchRow>>;
+    /// Deletes at most `limit` batches whose newest event is older than `before_ms`, oldest
+    /// first; returns how many events they held.
     async fn prune_events(&self, before_ms: i64, limit: usize) -> Result<u64>;
 
     /// A counter that every committed change of accounts, users, keys or aliases increases

@@ -1,16 +1,21 @@
 //! The audit trail in the store: CloudTrail events kept for a while, looked up newest first.
 //!
-//! The store does not build events: it keeps what the server hands it ([`AuditRecord`]: the event's
-//! JSON plus the few fields LookupEvents filters on) in one transaction per batch, answers
-//! [`Store::lookup_events`] one page at a time, and deletes old events ([`Store::prune_events`]).
+//! The store does not render events: it keeps what the server hands it ([`AuditRecord`], the event
+//! as data) and gives it back. Each appended batch is stored as one packed row per account
+//! ([`pack`]: repeated strings written once), because one row per event cost more than the request
+//! it recorded. [`Store::lookup_events`] reads an account's batches newest first, filters their
+//! events and returns them one page at a time, in exact time order; [`Store::prune_events`]
+//! deletes old batches.
 //!
 //! A page's `next_token` is sealed (XChaCha20-Poly1305 under a key derived from the master key)
 //! with the account and the query's filters as associated data: it is opaque, and a token cannot be
 //! forged, nor replayed for another account or another filter.
 
+mod pack;
+
 use std::time::SystemTime;
 
-use crate::model::{from_millis, to_millis};
+use crate::model::to_millis;
 use crate::{Store, StoreError};
 
 /// The [`crate::MasterKey::derive`] purpose of the key that seals LookupEvents page tokens.
@@ -19,27 +24,105 @@ pub const EVENT_TOKEN_PURPOSE: &str = "keyward/store/event-page-tokens/v1";
 /// Largest page [`Store::lookup_events`] returns (CloudTrail's `MaxResults` bound).
 pub const MAX_EVENTS_PER_PAGE: usize = 50;
 
-/// One audit event as stored.
+/// Who made a call, as CloudTrail's `userIdentity.type` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum IdentityType {
+    /// Not authenticated (the key was unknown, or no key at all).
+    Unknown = 0,
+    /// The account's root credentials.
+    Root = 1,
+    /// An IAM user.
+    IamUser = 2,
+}
+
+impl IdentityType {
+    /// CloudTrail's name: `Unknown`, `Root`, `IAMUser`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityType::Unknown => "Unknown",
+            IdentityType::Root => "Root",
+            IdentityType::IamUser => "IAMUser",
+        }
+    }
+}
+
+/// One audit event: everything a CloudTrail event says, as data (the server renders the JSON).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
-    /// The account whose trail holds the event.
-    pub account_id: String,
+    /// The account whose trail holds the event; `None` for a call that names no account (such
+    /// events go to the log file only, never to the store).
+    pub account_id: Option<String>,
     /// When the call was made (kept to the millisecond).
     pub time: SystemTime,
-    /// CloudTrail's `eventID` (a UUID).
+    /// CloudTrail's `eventID` (a UUID; keyward's carry their millisecond, see [`event_id_time`]).
     pub event_id: String,
     /// The operation, e.g. `CreateAccessKey`.
     pub event_name: String,
     /// E.g. `iam.amazonaws.com`.
     pub event_source: String,
+    /// The credential scope's region.
+    pub region: String,
+    /// `userIdentity.type`.
+    pub identity_type: IdentityType,
+    /// `userIdentity.principalId`.
+    pub principal_id: Option<String>,
+    /// `userIdentity.arn`.
+    pub arn: Option<String>,
     /// The access key the request was signed with, if any.
     pub access_key_id: Option<String>,
     /// The IAM user name (`None` for root and unknown callers).
     pub user_name: Option<String>,
+    /// Signed with session (temporary) credentials.
+    pub session: bool,
     /// True for calls that change nothing.
     pub read_only: bool,
-    /// The CloudTrail event JSON.
-    pub body: String,
+    /// The client's address.
+    pub source_ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The error code answered, if any.
+    pub error_code: Option<String>,
+    /// The error message answered, if any.
+    pub error_message: Option<String>,
+    /// `requestParameters` as a JSON object, secrets hidden.
+    pub request_parameters: Option<String>,
+    /// `responseElements` as JSON, secrets hidden.
+    pub response_elements: Option<String>,
+    /// The request id answered.
+    pub request_id: String,
+    /// For events stored by keyward before schema 3, the CloudTrail JSON exactly as then written
+    /// (the fields above are then only the ones lookups filter on).
+    pub stored_json: Option<String>,
+}
+
+/// The millisecond a keyward event id was made for: ids are UUIDs whose first 48 bits are the
+/// event's Unix time in milliseconds (the layout of UUID version 7). `None` for any other id.
+pub fn event_id_time(id: &str) -> Option<i64> {
+    let b = id.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
+        return None;
+    }
+    let hex: String = id[..8].chars().chain(id[9..13].chars()).collect();
+    i64::from_str_radix(&hex, 16).ok()
+}
+
+/// A new event id for an event at `time` (a UUID version 7: time in milliseconds, then random).
+pub fn new_event_id(time: SystemTime) -> String {
+    let ms = to_millis(time).max(0) as u64;
+    let mut b: [u8; 16] = rand::random();
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// The one attribute a lookup may filter on (CloudTrail's `LookupAttributes`).
@@ -99,52 +182,68 @@ pub struct EventPage {
     pub next_token: Option<String>,
 }
 
-/// What an engine filters on, its time bounds in milliseconds, and where the previous page ended.
-pub(crate) struct EngineQuery {
+/// Most events one stored batch holds (larger appends are split).
+pub(crate) const MAX_EVENTS_PER_BATCH: usize = 4096;
+
+/// Batches fetched per engine call while looking events up.
+const BATCHES_PER_FETCH: usize = 8;
+
+/// One account's share of an appended batch, packed ([`pack`]).
+pub(crate) struct PackedBatch {
     pub(crate) account_id: String,
-    pub(crate) filter: Option<EventFilter>,
+    pub(crate) min_ms: i64,
+    pub(crate) max_ms: i64,
+    pub(crate) events: u32,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Which stored batches of an account a lookup reads next: those that may hold events in
+/// `[start_ms, end_ms]` (`max_ms >= start_ms` and `min_ms <= end_ms`), in the order
+/// `max_ms DESC, seq DESC`, strictly after `after` in that order, at most `limit`.
+pub(crate) struct BatchQuery {
+    pub(crate) account_id: String,
     pub(crate) start_ms: i64,
     pub(crate) end_ms: i64,
-    /// Strictly older than `(time_ms, seq)`, in the order `time_ms DESC, seq DESC`.
-    pub(crate) before: Option<(i64, i64)>,
+    pub(crate) after: Option<(i64, i64)>,
     pub(crate) limit: usize,
 }
 
-/// A stored event with its insertion number, the tie-break of equal times.
-pub(crate) struct EventRow {
+/// A stored batch as an engine reads it back.
+pub(crate) struct BatchRow {
     pub(crate) seq: i64,
-    pub(crate) record: AuditRecord,
+    pub(crate) max_ms: i64,
+    pub(crate) data: Vec<u8>,
 }
 
-impl EventRow {
-    /// Builds a row from column values as both engines read them.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        seq: i64,
-        account_id: String,
-        time_ms: i64,
-        event_id: String,
-        event_name: String,
-        event_source: String,
-        access_key_id: Option<String>,
-        user_name: Option<String>,
-        read_only: bool,
-        body: String,
-    ) -> EventRow {
-        EventRow {
-            seq,
-            record: AuditRecord {
-                account_id,
-                time: from_millis(time_ms),
-                event_id,
-                event_name,
-                event_source,
-                access_key_id,
-                user_name,
-                read_only,
-                body,
-            },
-        }
+/// An event's place in the trail: time, then batch, then position in the batch. Lookups return
+/// events in descending order of this key; page tokens hold the last one returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    time_ms: i64,
+    seq: i64,
+    index: u32,
+}
+
+/// A matching event waiting to be returned; ordered by place (a max-heap gives the newest).
+struct Candidate {
+    place: Place,
+    record: AuditRecord,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.place == other.place
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.place.cmp(&other.place)
     }
 }
 
@@ -165,19 +264,36 @@ fn token_aad(q: &EventQuery) -> Vec<u8> {
     .into_bytes()
 }
 
+fn matches(f: Option<&EventFilter>, e: &AuditRecord) -> bool {
+    match f {
+        None => true,
+        Some(EventFilter::AccessKeyId(v)) => e.access_key_id.as_deref() == Some(v),
+        Some(EventFilter::Username(v)) => e.user_name.as_deref() == Some(v),
+        Some(EventFilter::EventName(v)) => e.event_name == *v,
+        Some(EventFilter::ReadOnly(v)) => e.read_only == *v,
+        Some(EventFilter::EventId(v)) => e.event_id == *v,
+        Some(EventFilter::EventSource(v)) => e.event_source == *v,
+    }
+}
+
 impl Store {
-    /// Stores a batch of events in one transaction. Events of accounts that do not exist (a
-    /// made-up key id encodes any account) are skipped. Durable when it returns.
-    pub async fn append_events(&self, events: Vec<AuditRecord>) -> Result<(), StoreError> {
-        if events.is_empty() {
+    /// Stores a batch of events in one transaction, as one packed row per account (split every
+    /// [`MAX_EVENTS_PER_BATCH`] events). Events without an account, or of accounts that do not
+    /// exist (a made-up key id encodes any account), are skipped. Durable when it returns.
+    pub async fn append_events(&self, events: &[AuditRecord]) -> Result<(), StoreError> {
+        let batches = pack_batches(events);
+        if batches.is_empty() {
             return Ok(());
         }
-        self.backend().append_events(events).await
+        self.backend().append_event_batches(batches).await
     }
 
     /// One page of the account's events that match the query, newest first (ties: the later
     /// stored first). `InvalidInput` with message `Invalid NextToken.` for a token that was not
     /// issued for this same query, and for a page size outside 1 to [`MAX_EVENTS_PER_PAGE`].
+    ///
+    /// Batches are read newest first; an event is returned once no unread batch can hold a newer
+    /// one, so the order is exact even where batches of several servers overlap in time.
     pub async fn lookup_events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
         if !(1..=MAX_EVENTS_PER_PAGE).contains(&q.max_results) {
             return Err(StoreError::InvalidInput(format!(
@@ -194,40 +310,102 @@ impl Store {
                     .event_tokens
                     .open(&sealed, &aad)
                     .map_err(|_| bad_token())?;
-                let bytes: [u8; 16] = clear.as_slice().try_into().map_err(|_| bad_token())?;
-                let time_ms = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-                let seq = i64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
-                Some((time_ms, seq))
+                let bytes: [u8; 20] = clear.as_slice().try_into().map_err(|_| bad_token())?;
+                Some(Place {
+                    time_ms: i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                    seq: i64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
+                    index: u32::from_be_bytes(bytes[16..].try_into().expect("4 bytes")),
+                })
             }
         };
-        let eq = EngineQuery {
-            account_id: q.account_id.clone(),
-            filter: q.filter.clone(),
-            start_ms: q.start.map_or(i64::MIN, to_millis),
-            end_ms: q.end.map_or(i64::MAX, to_millis),
-            before,
-            limit: q.max_results + 1,
-        };
-        let mut rows = self.backend().lookup_events(eq).await?;
-        let next_token = if rows.len() > q.max_results {
-            rows.truncate(q.max_results);
-            rows.last().map(|r| {
-                let mut clear = [0u8; 16];
-                clear[..8].copy_from_slice(&to_millis(r.record.time).to_be_bytes());
-                clear[8..].copy_from_slice(&r.seq.to_be_bytes());
+        let mut start_ms = q.start.map_or(i64::MIN, to_millis);
+        let mut end_ms = q.end.map_or(i64::MAX, to_millis);
+        if let Some(b) = before {
+            end_ms = end_ms.min(b.time_ms);
+        }
+        // keyward's event ids carry their millisecond: only batches around it need reading.
+        if let Some(EventFilter::EventId(id)) = &q.filter {
+            if let Some(ms) = event_id_time(id) {
+                start_ms = start_ms.max(ms);
+                end_ms = end_ms.min(ms);
+            }
+        }
+        let want = q.max_results + 1;
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut waiting = std::collections::BinaryHeap::new();
+        let mut after = None;
+        let mut exhausted = start_ms > end_ms;
+        while out.len() < want {
+            let rows = if exhausted {
+                Vec::new()
+            } else {
+                self.backend()
+                    .event_batches(BatchQuery {
+                        account_id: q.account_id.clone(),
+                        start_ms,
+                        end_ms,
+                        after,
+                        limit: BATCHES_PER_FETCH,
+                    })
+                    .await?
+            };
+            exhausted = rows.len() < BATCHES_PER_FETCH;
+            for row in rows {
+                // Decoding a full batch takes a millisecond or two: let other tasks run between
+                // batches, so a lookup that reads the whole trail does not stall the server.
+                tokio::task::yield_now().await;
+                // Every unread batch holds only events at or before row.max_ms.
+                release(&mut waiting, &mut out, want, Some(row.max_ms));
+                if out.len() >= want {
+                    break;
+                }
+                after = Some((row.max_ms, row.seq));
+                for (i, record) in pack::unpack(&row.data, &q.account_id)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let place = Place {
+                        time_ms: to_millis(record.time),
+                        seq: row.seq,
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                    };
+                    if place.time_ms < start_ms
+                        || place.time_ms > end_ms
+                        || before.is_some_and(|b| place >= b)
+                        || !matches(q.filter.as_ref(), &record)
+                    {
+                        continue;
+                    }
+                    waiting.push(Candidate { place, record });
+                }
+            }
+            if exhausted {
+                release(&mut waiting, &mut out, want, None);
+                break;
+            }
+        }
+        let next_token = if out.len() > q.max_results {
+            out.truncate(q.max_results);
+            out.last().map(|c| {
+                let mut clear = [0u8; 20];
+                clear[..8].copy_from_slice(&c.place.time_ms.to_be_bytes());
+                clear[8..16].copy_from_slice(&c.place.seq.to_be_bytes());
+                clear[16..].copy_from_slice(&c.place.index.to_be_bytes());
                 hex::encode(self.inner.event_tokens.seal(&clear, &aad))
             })
         } else {
             None
         };
         Ok(EventPage {
-            events: rows.into_iter().map(|r| r.record).collect(),
+            events: out.into_iter().map(|c| c.record).collect(),
             next_token,
         })
     }
 
-    /// Deletes up to `limit` events older than `before` (the oldest first); returns how many
-    /// were deleted. Call again while it returns `limit`.
+    /// Deletes stored batches whose newest event is older than `before`, at most `limit` batches
+    /// (the oldest first); returns how many events went with them. Call again while it returns
+    /// more than zero. A batch spans the few milliseconds its events were collected in, so an
+    /// event outlives the cut by at most that.
     pub async fn prune_events(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
         self.backend()
             .prune_events(to_millis(before), limit.max(1))
@@ -235,20 +413,97 @@ impl Store {
     }
 }
 
-/// A filter's value as engines bind it.
-pub(crate) enum FilterValue {
-    Text(String),
-    Bool(bool),
+/// Packs events into one batch per account (split every [`MAX_EVENTS_PER_BATCH`]), keeping their
+/// order; events without an account are left out.
+pub(crate) fn pack_batches(events: &[AuditRecord]) -> Vec<PackedBatch> {
+    let mut by_account: Vec<(&str, Vec<&AuditRecord>)> = Vec::new();
+    for e in events {
+        let Some(a) = e.account_id.as_deref() else {
+            continue;
+        };
+        match by_account.iter_mut().find(|(x, _)| *x == a) {
+            Some((_, v)) => v.push(e),
+            None => by_account.push((a, vec![e])),
+        }
+    }
+    let mut batches = Vec::new();
+    for (account, list) in &by_account {
+        for chunk in list.chunks(MAX_EVENTS_PER_BATCH) {
+            let mut p = pack::Packer::new();
+            for e in chunk {
+                p.push(e);
+            }
+            let (data, min_ms, max_ms, n) = p.finish();
+            batches.push(PackedBatch {
+                account_id: (*account).to_owned(),
+                min_ms,
+                max_ms,
+                events: n,
+                data,
+            });
+        }
+    }
+    batches
 }
 
-/// The column a filter compares (a fixed name, never user input) and the value.
-pub(crate) fn filter_column(f: &EventFilter) -> (&'static str, FilterValue) {
-    match f {
-        EventFilter::AccessKeyId(v) => ("access_key_id", FilterValue::Text(v.clone())),
-        EventFilter::Username(v) => ("user_name", FilterValue::Text(v.clone())),
-        EventFilter::EventName(v) => ("event_name", FilterValue::Text(v.clone())),
-        EventFilter::EventId(v) => ("event_id", FilterValue::Text(v.clone())),
-        EventFilter::EventSource(v) => ("event_source", FilterValue::Text(v.clone())),
-        EventFilter::ReadOnly(v) => ("read_only", FilterValue::Bool(*v)),
+/// An event as schema 2 stored it (one row, the CloudTrail JSON in `body`): the migration to
+/// schema 3 reads these and packs them with [`legacy_record`].
+pub(crate) struct LegacyEvent {
+    pub(crate) account_id: String,
+    pub(crate) time_ms: i64,
+    pub(crate) event_id: String,
+    pub(crate) event_name: String,
+    pub(crate) event_source: String,
+    pub(crate) access_key_id: Option<String>,
+    pub(crate) user_name: Option<String>,
+    pub(crate) read_only: bool,
+    pub(crate) body: String,
+}
+
+/// The schema-3 record of a schema-2 event: its JSON kept as written, the filtered fields copied.
+pub(crate) fn legacy_record(e: LegacyEvent) -> AuditRecord {
+    AuditRecord {
+        account_id: Some(e.account_id),
+        time: crate::model::from_millis(e.time_ms),
+        event_id: e.event_id,
+        event_name: e.event_name,
+        event_source: e.event_source,
+        region: String::new(),
+        identity_type: IdentityType::Unknown,
+        principal_id: None,
+        arn: None,
+        access_key_id: e.access_key_id,
+        user_name: e.user_name,
+        session: false,
+        read_only: e.read_only,
+        source_ip: None,
+        user_agent: None,
+        error_code: None,
+        error_message: None,
+        request_parameters: None,
+        response_elements: None,
+        request_id: String::new(),
+        stored_json: Some(e.body),
+    }
+}
+
+/// Moves waiting events newer than `bound` (all of them for `None`) to `out`, newest first, until
+/// `out` has `want`.
+fn release(
+    waiting: &mut std::collections::BinaryHeap<Candidate>,
+    out: &mut Vec<Candidate>,
+    want: usize,
+    bound: Option<i64>,
+) {
+    while out.len() < want {
+        let ready = match (waiting.peek(), bound) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(c), Some(b)) => c.place.time_ms > b,
+        };
+        if !ready {
+            break;
+        }
+        out.extend(waiting.pop());
     }
 }

@@ -37,7 +37,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Config, IsolationLevel, Row};
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
-use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
+use crate::events::{
+    legacy_record, pack_batches, BatchQuery, BatchRow, LegacyEvent, PackedBatch,
+    MAX_EVENTS_PER_BATCH,
+};
 use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
@@ -68,6 +71,10 @@ pub(crate) const CHANNEL: &str = "keyward_changes";
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_initial.sql")),
     (2, include_str!("migrations/postgres/0002_audit_events.sql")),
+    (
+        3,
+        include_str!("migrations/postgres/0003_audit_batches.sql"),
+    ),
 ];
 
 /// The PostgreSQL engine.
@@ -351,6 +358,9 @@ impl PgBackend {
             }
             for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
                 tx.batch_execute(sql).await?;
+                if *version == 3 {
+                    move_legacy_events(&tx).await?;
+                }
                 tx.execute(
                     "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
                     &[version, &to_millis(SystemTime::now())],
@@ -470,6 +480,63 @@ async fn opt_row<C: GenericClient>(
 async fn exec<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> FResult<u64> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.execute(&stmt, params).await?)
+}
+
+/// Schema 3: packs the one-row-per-event audit trail of schema 2 into batches, then drops its table.
+async fn move_legacy_events(tx: &Transaction<'_>) -> FResult<()> {
+    let mut after = i64::MIN;
+    loop {
+        let found = rows(
+            tx,
+            "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
+                    access_key_id, user_name, read_only, body
+             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after, &(MAX_EVENTS_PER_BATCH as i64)],
+        )
+        .await?;
+        if found.is_empty() {
+            break;
+        }
+        let mut records = Vec::with_capacity(found.len());
+        for r in &found {
+            after = r.try_get(0)?;
+            records.push(legacy_record(LegacyEvent {
+                account_id: r.try_get(1)?,
+                time_ms: r.try_get(2)?,
+                event_id: r.try_get(3)?,
+                event_name: r.try_get(4)?,
+                event_source: r.try_get(5)?,
+                access_key_id: r.try_get(6)?,
+                user_name: r.try_get(7)?,
+                read_only: r.try_get(8)?,
+                body: r.try_get(9)?,
+            }));
+        }
+        for b in pack_batches(&records) {
+            insert_batch(tx, &b, false).await?;
+        }
+    }
+    tx.batch_execute("DROP TABLE audit_events").await?;
+    Ok(())
+}
+
+/// Inserts a packed batch; with `if_account`, only when its account exists.
+async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -> FResult<u64> {
+    let events = i32::try_from(b.events).unwrap_or(i32::MAX);
+    let sql = if if_account {
+        "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
+         SELECT $1, $2, $3, $4, $5
+         WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)"
+    } else {
+        "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
+         VALUES ($1, $2, $3, $4, $5)"
+    };
+    exec(
+        tx,
+        sql,
+        &[&b.account_id, &b.min_ms, &b.max_ms, &events, &b.data],
+    )
+    .await
 }
 
 /// Every committed change but last-used updates moves the stamp.
@@ -1331,40 +1398,11 @@ impl Backend for PgBackend {
         Some(rx)
     }
 
-    async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()> {
+    async fn append_event_batches(&self, batches: Vec<PackedBatch>) -> Result<()> {
         self.write(move |tx| {
             Box::pin(async move {
-                // One statement per chunk of rows (arrays unnested server-side), not one round trip
-                // per event: the writer sends batches of thousands.
-                for chunk in events.chunks(1024) {
-                    let account: Vec<&str> = chunk.iter().map(|e| e.account_id.as_str()).collect();
-                    let time: Vec<i64> = chunk.iter().map(|e| to_millis(e.time)).collect();
-                    let id: Vec<&str> = chunk.iter().map(|e| e.event_id.as_str()).collect();
-                    let name: Vec<&str> = chunk.iter().map(|e| e.event_name.as_str()).collect();
-                    let source: Vec<&str> = chunk.iter().map(|e| e.event_source.as_str()).collect();
-                    let key: Vec<Option<&str>> =
-                        chunk.iter().map(|e| e.access_key_id.as_deref()).collect();
-                    let user: Vec<Option<&str>> =
-                        chunk.iter().map(|e| e.user_name.as_deref()).collect();
-                    let ro: Vec<bool> = chunk.iter().map(|e| e.read_only).collect();
-                    let body: Vec<&str> = chunk.iter().map(|e| e.body.as_str()).collect();
-                    exec(
-                        tx,
-                        "INSERT INTO audit_events (account_id, time_ms, event_id, event_name,
-                             event_source, access_key_id, user_name, read_only, body)
-                         SELECT e.account_id, e.time_ms, e.event_id, e.event_name, e.event_source,
-                                e.access_key_id, e.user_name, e.read_only, e.body
-                         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[],
-                                $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[])
-                              WITH ORDINALITY AS e(account_id, time_ms, event_id, event_name,
-                                event_source, access_key_id, user_name, read_only, body, n)
-                         WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = e.account_id)
-                         ORDER BY e.n",
-                        &[
-                            &account, &time, &id, &name, &source, &key, &user, &ro, &body,
-                        ],
-                    )
-                    .await?;
+                for b in &batches {
+                    insert_batch(tx, b, true).await?;
                 }
                 Ok(())
             })
@@ -1372,63 +1410,35 @@ impl Backend for PgBackend {
         .await
     }
 
-    async fn lookup_events(&self, q: EngineQuery) -> Result<Vec<EventRow>> {
+    async fn event_batches(&self, q: BatchQuery) -> Result<Vec<BatchRow>> {
         self.with_client(move |c| {
             Box::pin(async move {
-                let (before_ms, before_seq) = q.before.unwrap_or((i64::MAX, i64::MAX));
+                let (after_ms, after_seq) = q.after.unwrap_or((i64::MAX, i64::MAX));
                 let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-                let (filter_sql, value) = match &q.filter {
-                    Some(f) => {
-                        let (col, v) = filter_column(f);
-                        (format!("AND {col} = $7"), Some(v))
-                    }
-                    None => (String::new(), None),
-                };
-                let sql = format!(
-                    "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
-                            access_key_id, user_name, read_only, body
-                     FROM audit_events
-                     WHERE account_id = $1 AND time_ms >= $2 AND time_ms <= $3
-                       AND (time_ms, seq) < ($4, $5) {filter_sql}
-                     ORDER BY time_ms DESC, seq DESC LIMIT $6"
-                );
-                let text;
-                let flag;
-                let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-                    &q.account_id,
-                    &q.start_ms,
-                    &q.end_ms,
-                    &before_ms,
-                    &before_seq,
-                    &limit,
-                ];
-                match value {
-                    Some(FilterValue::Text(t)) => {
-                        text = t;
-                        params.push(&text);
-                    }
-                    Some(FilterValue::Bool(b)) => {
-                        flag = b;
-                        params.push(&flag);
-                    }
-                    None => {}
-                }
-                let found = rows(&*c, &sql, &params).await?;
+                let found = rows(
+                    &*c,
+                    "SELECT seq, max_ms, data FROM audit_batches
+                     WHERE account_id = $1 AND max_ms >= $2 AND min_ms <= $3
+                       AND (max_ms, seq) < ($4, $5)
+                     ORDER BY max_ms DESC, seq DESC LIMIT $6",
+                    &[
+                        &q.account_id,
+                        &q.start_ms,
+                        &q.end_ms,
+                        &after_ms,
+                        &after_seq,
+                        &limit,
+                    ],
+                )
+                .await?;
                 found
                     .iter()
                     .map(|r| {
-                        Ok(EventRow::new(
-                            r.try_get(0)?,
-                            r.try_get(1)?,
-                            r.try_get(2)?,
-                            r.try_get(3)?,
-                            r.try_get(4)?,
-                            r.try_get(5)?,
-                            r.try_get(6)?,
-                            r.try_get(7)?,
-                            r.try_get(8)?,
-                            r.try_get(9)?,
-                        ))
+                        Ok(BatchRow {
+                            seq: r.try_get(0)?,
+                            max_ms: r.try_get(1)?,
+                            data: r.try_get(2)?,
+                        })
                     })
                     .collect()
             })
@@ -1440,13 +1450,22 @@ impl Backend for PgBackend {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |tx| {
             Box::pin(async move {
-                exec(
+                let found = rows(
                     tx,
-                    "DELETE FROM audit_events WHERE seq IN
-                         (SELECT seq FROM audit_events WHERE time_ms < $1 ORDER BY time_ms LIMIT $2)",
+                    "WITH gone AS (
+                         DELETE FROM audit_batches WHERE seq IN
+                             (SELECT seq FROM audit_batches WHERE max_ms < $1
+                              ORDER BY max_ms LIMIT $2)
+                         RETURNING events)
+                     SELECT COALESCE(SUM(events), 0)::int8 FROM gone",
                     &[&before_ms, &limit],
                 )
-                .await
+                .await?;
+                let n: i64 = match found.first() {
+                    Some(r) => r.try_get(0)?,
+                    None => 0,
+                };
+                Ok(n as u64)
             })
         })
         .await

@@ -28,7 +28,10 @@ use rusqlite::{
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, KeyRecord, NewKey, NewUser, Result};
-use crate::events::{filter_column, AuditRecord, EngineQuery, EventRow, FilterValue};
+use crate::events::{
+    legacy_record, pack_batches, BatchQuery, BatchRow, LegacyEvent, PackedBatch,
+    MAX_EVENTS_PER_BATCH,
+};
 use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
@@ -45,6 +48,7 @@ const MAX_IDLE: usize = 4;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_audit_events.sql")),
+    (3, include_str!("migrations/0003_audit_batches.sql")),
 ];
 
 /// The SQLite engine.
@@ -269,6 +273,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         }
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             tx.execute_batch(sql)?;
+            if *version == 3 {
+                move_legacy_events(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
                 params![version, to_millis(SystemTime::now())],
@@ -278,6 +285,52 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         Ok(())
     };
     run().map_err(StoreError::from)
+}
+
+/// Schema 3: packs the one-row-per-event audit trail of schema 2 into batches, then drops its table.
+fn move_legacy_events(tx: &Transaction<'_>) -> FResult<()> {
+    let mut after = i64::MIN;
+    loop {
+        let mut rows = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
+                        access_key_id, user_name, read_only, body
+                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut q = stmt.query(params![after, MAX_EVENTS_PER_BATCH as i64])?;
+            while let Some(r) = q.next()? {
+                after = r.get(0)?;
+                rows.push(legacy_record(LegacyEvent {
+                    account_id: r.get(1)?,
+                    time_ms: r.get(2)?,
+                    event_id: r.get(3)?,
+                    event_name: r.get(4)?,
+                    event_source: r.get(5)?,
+                    access_key_id: r.get(6)?,
+                    user_name: r.get(7)?,
+                    read_only: r.get(8)?,
+                    body: r.get(9)?,
+                }));
+            }
+        }
+        if rows.is_empty() {
+            break;
+        }
+        for b in pack_batches(&rows) {
+            insert_batch(tx, &b)?;
+        }
+    }
+    tx.execute_batch("DROP TABLE audit_events")?;
+    Ok(())
+}
+
+fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![b.account_id, b.min_ms, b.max_ms, b.events, b.data])
 }
 
 /// Statements through the connection's prepared-statement cache: the write path runs the same few
@@ -979,80 +1032,46 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn append_events(&self, events: Vec<AuditRecord>) -> Result<()> {
+    async fn append_event_batches(&self, batches: Vec<PackedBatch>) -> Result<()> {
         self.write(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO audit_events (account_id, time_ms, event_id, event_name, event_source,
-                     access_key_id, user_name, read_only, body)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-                 WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = ?1)",
-            )?;
-            for e in &events {
-                stmt.execute(params![
-                    e.account_id,
-                    to_millis(e.time),
-                    e.event_id,
-                    e.event_name,
-                    e.event_source,
-                    e.access_key_id,
-                    e.user_name,
-                    e.read_only,
-                    e.body
-                ])?;
+            for b in &batches {
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
+                    .exists(params![b.account_id])?;
+                if exists {
+                    insert_batch(tx, b)?;
+                }
             }
             Ok(())
         })
         .await
     }
 
-    async fn lookup_events(&self, q: EngineQuery) -> Result<Vec<EventRow>> {
+    async fn event_batches(&self, q: BatchQuery) -> Result<Vec<BatchRow>> {
         self.read(move |tx| {
-            let (before_ms, before_seq) = q.before.unwrap_or((i64::MAX, i64::MAX));
+            let (after_ms, after_seq) = q.after.unwrap_or((i64::MAX, i64::MAX));
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-            let (filter_sql, value) = match &q.filter {
-                Some(f) => {
-                    let (col, v) = filter_column(f);
-                    (format!("AND {col} = ?6"), Some(v))
-                }
-                None => (String::new(), None),
-            };
-            let sql = format!(
-                "SELECT seq, account_id, time_ms, event_id, event_name, event_source,
-                        access_key_id, user_name, read_only, body
-                 FROM audit_events
-                 WHERE account_id = ?1 AND time_ms >= ?2 AND time_ms <= ?3
-                   AND (time_ms, seq) < (?4, ?5) {filter_sql}
-                 ORDER BY time_ms DESC, seq DESC LIMIT ?7"
-            );
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let value: Box<dyn rusqlite::ToSql> = match value {
-                Some(FilterValue::Text(t)) => Box::new(t),
-                Some(FilterValue::Bool(b)) => Box::new(b),
-                None => Box::new(rusqlite::types::Null),
-            };
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, max_ms, data FROM audit_batches
+                 WHERE account_id = ?1 AND max_ms >= ?2 AND min_ms <= ?3
+                   AND (max_ms, seq) < (?4, ?5)
+                 ORDER BY max_ms DESC, seq DESC LIMIT ?6",
+            )?;
             let rows = stmt.query_map(
                 params![
                     q.account_id,
                     q.start_ms,
                     q.end_ms,
-                    before_ms,
-                    before_seq,
-                    value,
+                    after_ms,
+                    after_seq,
                     limit
                 ],
                 |r| {
-                    Ok(EventRow::new(
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
+                    Ok(BatchRow {
+                        seq: r.get(0)?,
+                        max_ms: r.get(1)?,
+                        data: r.get(2)?,
+                    })
                 },
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1063,12 +1082,17 @@ impl Backend for SqliteBackend {
     async fn prune_events(&self, before_ms: i64, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM audit_events WHERE seq IN
-                     (SELECT seq FROM audit_events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
-                params![before_ms, limit],
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM audit_batches WHERE seq IN
+                     (SELECT seq FROM audit_batches WHERE max_ms < ?1 ORDER BY max_ms LIMIT ?2)
+                 RETURNING events",
             )?;
-            Ok(n as u64)
+            let gone = stmt.query_map(params![before_ms, limit], |r| r.get::<_, i64>(0))?;
+            let mut n = 0u64;
+            for events in gone {
+                n += events?.max(0) as u64;
+            }
+            Ok(n)
         })
         .await
     }

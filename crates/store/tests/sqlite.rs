@@ -297,7 +297,7 @@ async fn migrations_are_recorded_and_a_newer_schema_is_refused() {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         conn.execute(
             "INSERT INTO schema_version (version, applied_ms) VALUES (999, 0)",
             [],
@@ -316,7 +316,7 @@ async fn migrations_are_recorded_and_a_newer_schema_is_refused() {
             err,
             StoreError::IncompatibleSchema {
                 found: 999,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
@@ -638,4 +638,80 @@ async fn open_by_url_and_no_change_feed() {
         Store::open("sqlite:", MasterKey::from_bytes(MASTER)).await,
         Err(StoreError::InvalidInput(_))
     ));
+}
+
+/// A database written by schema 2 (one row per audit event) is migrated: every event is kept, with
+/// its JSON exactly as written, and found by the same filters.
+#[tokio::test]
+async fn schema_2_audit_events_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("../src/migrations/0001_initial.sql"))
+            .unwrap();
+        c.execute_batch(include_str!("../src/migrations/0002_audit_events.sql"))
+            .unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1, 0), (2, 0);
+             INSERT INTO accounts VALUES ('123456789012', 'old', 0);",
+        )
+        .unwrap();
+        for i in 0..5000i64 {
+            c.execute(
+                "INSERT INTO audit_events (account_id, time_ms, event_id, event_name,
+                     event_source, access_key_id, user_name, read_only, body)
+                 VALUES ('123456789012', ?1, ?2, 'ListUsers', 'iam.amazonaws.com',
+                     'AKIAOLD', ?3, 1, ?4)",
+                rusqlite::params![
+                    1_800_000_000_000 + i,
+                    format!("old-{i}"),
+                    (i % 2 == 0).then_some("alice"),
+                    format!("{{\"eventID\":\"old-{i}\"}}")
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(&path).await;
+    let q = |filter, max| keyward_store::EventQuery {
+        account_id: "123456789012".into(),
+        filter,
+        start: None,
+        end: None,
+        max_results: max,
+        next_token: None,
+    };
+    let page = store.lookup_events(&q(None, 3)).await.unwrap();
+    let ids: Vec<_> = page.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["old-4999", "old-4998", "old-4997"]);
+    assert_eq!(
+        page.events[0].stored_json.as_deref(),
+        Some("{\"eventID\":\"old-4999\"}")
+    );
+    let mut n = 0;
+    let mut query = q(
+        Some(keyward_store::EventFilter::Username("alice".into())),
+        50,
+    );
+    loop {
+        let page = store.lookup_events(&query).await.unwrap();
+        n += page.events.len();
+        match page.next_token {
+            Some(t) => query.next_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(n, 2500);
+    store.close().await.unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let old: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit_events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0);
 }
