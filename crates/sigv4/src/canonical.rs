@@ -314,6 +314,16 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
     to_hex(&Sha256::digest(data))
 }
 
+/// Lowercase hex SHA-256 written into `buf`, without allocating.
+pub(crate) fn sha256_hex_in<'b>(data: &[u8], buf: &'b mut [u8; 64]) -> &'b str {
+    for (i, &b) in Sha256::digest(data).iter().enumerate() {
+        buf[2 * i] = HEX_LOWER[usize::from(b >> 4)];
+        buf[2 * i + 1] = HEX_LOWER[usize::from(b & 15)];
+    }
+    // Always ASCII.
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
 /// The SigV4 string to sign for a canonical request.
 pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
     let mut s = String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 67);
@@ -414,6 +424,13 @@ mod tests {
         let mut out = Vec::new();
         push_trimmed_value(b"  a   b \t c  \"x  y\" ", &mut out);
         assert_eq!(out, b"a b c \"x y\"");
+    }
+
+    #[test]
+    fn sha256_hex_in_matches_sha256_hex() {
+        let mut buf = [0; 64];
+        assert_eq!(sha256_hex_in(b"", &mut buf), EMPTY_SHA256);
+        assert_eq!(sha256_hex_in(b"abc", &mut buf), sha256_hex(b"abc"));
     }
 
     #[test]

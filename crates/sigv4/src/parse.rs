@@ -62,7 +62,6 @@ impl PayloadMode {
 pub struct V4Auth {
     pub(crate) access_key_id: String,
     pub(crate) scope: CredentialScope,
-    pub(crate) scope_string: String,
     pub(crate) signed_headers: String,
     pub(crate) signature: Signature,
     pub(crate) amz_date: String,
@@ -621,7 +620,6 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
     let payload_mode = header_payload_mode(req, &scope)?;
     Ok(V4Auth {
         access_key_id,
-        scope_string: scope.to_string(),
         scope,
         signed_headers: signed_headers.to_owned(),
         signature: Signature::new(signature),
@@ -649,8 +647,15 @@ fn parse_credential(
         credential: credential.to_owned(),
         query,
     };
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [akid, date, region, service, terminator] = parts.as_slice() else {
+    let mut parts = credential.split('/');
+    let (Some(akid), Some(date), Some(region), Some(service), Some(terminator), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(malformed());
     };
     if akid.is_empty()
@@ -661,16 +666,13 @@ fn parse_credential(
     {
         return Err(malformed());
     }
-    if *terminator != "aws4_request" {
+    if terminator != "aws4_request" {
         return Err(ParseError::InvalidTerminator {
-            terminator: (*terminator).to_owned(),
+            terminator: terminator.to_owned(),
             query,
         });
     }
-    Ok((
-        (*akid).to_owned(),
-        CredentialScope::new(date, region, service),
-    ))
+    Ok((akid.to_owned(), CredentialScope::new(date, region, service)))
 }
 
 fn check_scope_date(
@@ -815,7 +817,6 @@ fn parse_presigned(params: &QueryParams) -> Result<V4Auth, ParseError> {
     };
     Ok(V4Auth {
         access_key_id,
-        scope_string: scope.to_string(),
         scope,
         signed_headers,
         signature: Signature::new(signature),
@@ -934,6 +935,7 @@ mod tests {
             assert_eq!(a.scope().date(), "20150830");
             assert_eq!(a.scope().region(), "us-east-1");
             assert_eq!(a.scope().service(), "iam");
+            assert_eq!(a.scope().to_string(), "20150830/us-east-1/iam/aws4_request");
             assert_eq!(a.signed_headers(), "content-type;host;x-amz-date");
             assert!(!a.is_presigned());
             assert_eq!(a.payload_mode(), PayloadMode::Computed);
