@@ -307,11 +307,10 @@ impl App {
         if gate.refuse.is_some() {
             return self.error_response(&throttle::throttling_error(dialect), dialect, &rid);
         }
-        let key_id = key_id.map(str::to_owned);
         let guard = AuthGuard {
             gate,
             source,
-            key_id: key_id.as_deref(),
+            key_id,
         };
         // Requests refused by the throttle above are not audited: a flood must not become a flood of
         // events; they are counted in the metrics instead.
@@ -320,7 +319,7 @@ impl App {
             .dispatch(
                 &sreq,
                 &body,
-                parsed,
+                &parsed,
                 &mut dialect,
                 &rid,
                 now,
@@ -423,7 +422,7 @@ impl App {
         &self,
         req: &Request<'_>,
         body: &Bytes,
-        parsed: Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
+        parsed: &Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
@@ -463,7 +462,7 @@ impl App {
                         .map(camel_keys);
                 }
             }
-            match &parsed {
+            match parsed {
                 Ok(Some(SignedRequest::V4(a))) => {
                     trace.service = Some(a.scope().service().to_owned());
                     trace.region = Some(a.scope().region().to_owned());
@@ -481,11 +480,11 @@ impl App {
             // No credential at all: nothing was guessed, and nothing looked up; not counted.
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
             Err(e) => {
-                let f = AuthFailure::from(malformed(*dialect, &e));
+                let f = AuthFailure::from(malformed(*dialect, e));
                 return Err(self.auth_failed_counted(f, *dialect, guard));
             }
         };
-        let authn = authenticate_counted(self, req, body, &parsed, *dialect, now)
+        let authn = authenticate_counted(self, req, body, parsed, *dialect, now)
             .await
             .map_err(|mut f| {
                 if auditing {
@@ -500,7 +499,7 @@ impl App {
             .auth_ok
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let caller = &authn.caller;
-        let (service, region) = match &parsed {
+        let (service, region) = match parsed {
             SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
             SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
         };
@@ -678,11 +677,16 @@ fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {
 fn is_form(headers: &HeaderMap) -> bool {
     match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(ct) => ct
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/x-www-form-urlencoded"),
+        Some(ct) => is_form_type(ct.trim_start()),
     }
+}
+
+/// Whether a `Content-Type` value starts with the form type, in any case (without a lowercase copy).
+fn is_form_type(ct: &str) -> bool {
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+    ct.as_bytes()
+        .get(..FORM.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(FORM))
 }
 
 /// The dialect of a request that carries no (parsable) credential scope: query-protocol requests have
@@ -695,10 +699,7 @@ fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
     let form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(is_form_type);
     if has_action || (method == Method::POST && form) {
         Dialect::Iam
     } else {
@@ -734,3 +735,34 @@ fn response(
 
 #[doc(hidden)]
 pub use auth::unix_secs;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_content_type_is_matched_in_any_case() {
+        assert!(is_form_type("application/x-www-form-urlencoded"));
+        assert!(is_form_type(
+            "Application/X-WWW-Form-URLEncoded; charset=utf-8"
+        ));
+        assert!(!is_form_type("application/x-www-form"));
+        assert!(!is_form_type("application/json"));
+        assert!(!is_form_type("ä"));
+        let mut h = HeaderMap::new();
+        assert!(is_form(&h), "no content type: a form");
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("  APPLICATION/x-www-form-urlencoded"),
+        );
+        assert!(is_form(&h));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_form(&h));
+        assert_eq!(guess_dialect(&Method::POST, "", &h), Dialect::S3);
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-Www-Form-Urlencoded"),
+        );
+        assert_eq!(guess_dialect(&Method::POST, "", &h), Dialect::Iam);
+    }
+}
