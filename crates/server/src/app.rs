@@ -20,6 +20,9 @@ use keyward_store::{Change, Sealer, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// `x-amz-target` (JSON protocol), as a ready header name: a `&str` look-up parses it each time.
+const X_AMZ_TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
+
 /// Largest query-protocol body accepted.
 pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
@@ -231,7 +234,7 @@ impl App {
         };
         let parsed = keyward_sigv4::parse(&sreq);
         let mut dialect = match &parsed {
-            Ok(Some(SignedRequest::V4(_))) if parts.headers.contains_key("x-amz-target") => {
+            Ok(Some(SignedRequest::V4(_))) if parts.headers.contains_key(&X_AMZ_TARGET) => {
                 Dialect::Json
             }
             Ok(Some(SignedRequest::V4(a))) => match a.scope().service() {
@@ -451,7 +454,7 @@ impl App {
             }
         }
         if auditing {
-            if let Some(target) = req.headers.get("x-amz-target") {
+            if let Some(target) = req.headers.get(&X_AMZ_TARGET) {
                 let target = target.to_str().unwrap_or("");
                 let op = target.rsplit('.').next().unwrap_or(target);
                 trace.action = Some(op.to_owned());
@@ -513,7 +516,7 @@ impl App {
         if *dialect == Dialect::Json {
             let target = req
                 .headers
-                .get("x-amz-target")
+                .get(&X_AMZ_TARGET)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if let Some(op) = cloudtrail::operation(target) {
@@ -692,7 +695,7 @@ fn is_form_type(ct: &str) -> bool {
 /// The dialect of a request that carries no (parsable) credential scope: query-protocol requests have
 /// an `Action` or a form body; everything else is S3.
 fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
-    if headers.contains_key("x-amz-target") {
+    if headers.contains_key(&X_AMZ_TARGET) {
         return Dialect::Json;
     }
     let has_action = query.split('&').any(|kv| kv.starts_with("Action="));

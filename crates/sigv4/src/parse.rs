@@ -5,10 +5,12 @@ use std::fmt;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use http::header::{AUTHORIZATION, DATE};
+use http::header::{HeaderName, AUTHORIZATION, DATE};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{percent_decode, split_query, ALGORITHM, ALGORITHM_V4A};
+use crate::canonical::{
+    percent_decode, split_ascii, split_once_ascii, split_query, ALGORITHM, ALGORITHM_V4A,
+};
 use crate::key::Signature;
 use crate::time::{parse_amz_date, parse_http_date};
 use crate::{CredentialScope, Request};
@@ -524,12 +526,19 @@ pub fn parse(req: &Request<'_>) -> Result<Option<SignedRequest>, ParseError> {
     Ok(None)
 }
 
-fn header_str<'h>(req: &'h Request<'_>, name: &str) -> Result<Option<&'h str>, ParseError> {
+/// `x-amz-date`, as a ready header name: looking one up by `&str` parses the name every time.
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+/// `x-amz-security-token`.
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+/// `x-amz-content-sha256`.
+const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+
+fn header_str<'h>(req: &'h Request<'_>, name: &HeaderName) -> Result<Option<&'h str>, ParseError> {
     req.headers
         .get(name)
         .map(|v| {
             v.to_str().map_err(|_| ParseError::InvalidEncoding {
-                name: name.to_owned(),
+                name: name.as_str().to_owned(),
             })
         })
         .transpose()
@@ -537,7 +546,7 @@ fn header_str<'h>(req: &'h Request<'_>, name: &str) -> Result<Option<&'h str>, P
 
 fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
     let value_trimmed = value.trim_matches(' ');
-    let (algorithm, rest) = value_trimmed.split_once(' ').unwrap_or((value_trimmed, ""));
+    let (algorithm, rest) = split_once_ascii(value_trimmed, b' ').unwrap_or((value_trimmed, ""));
     if algorithm == ALGORITHM_V4A {
         return Err(ParseError::SigV4A { query: false });
     }
@@ -548,16 +557,15 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
         });
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-    for part in rest.split(',') {
+    for part in split_ascii(rest, b',') {
         let part = part.trim_matches(' ');
         if part.is_empty() {
             continue;
         }
         let (k, v) =
-            part.split_once('=')
-                .ok_or_else(|| ParseError::AuthorizationMissingEquals {
-                    pair: part.to_owned(),
-                })?;
+            split_once_ascii(part, b'=').ok_or_else(|| ParseError::AuthorizationMissingEquals {
+                pair: part.to_owned(),
+            })?;
         let slot = match k.trim_matches(' ') {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed_headers,
@@ -572,9 +580,9 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
         }
         *slot = Some(v.trim_matches(' '));
     }
-    let amz_date = header_str(req, "x-amz-date")?;
+    let amz_date = header_str(req, &X_AMZ_DATE)?;
     let date = if amz_date.is_none() {
-        header_str(req, DATE.as_str())?
+        header_str(req, &DATE)?
     } else {
         None
     };
@@ -625,7 +633,7 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
         signature: Signature::new(signature),
         amz_date,
         time,
-        session_token: header_str(req, "x-amz-security-token")?.map(str::to_owned),
+        session_token: header_str(req, &X_AMZ_SECURITY_TOKEN)?.map(str::to_owned),
         expires: None,
         payload_mode,
     })
@@ -647,7 +655,7 @@ fn parse_credential(
         credential: credential.to_owned(),
         query,
     };
-    let mut parts = credential.split('/');
+    let mut parts = split_ascii(credential, b'/');
     let (Some(akid), Some(date), Some(region), Some(service), Some(terminator), None) = (
         parts.next(),
         parts.next(),
@@ -692,7 +700,7 @@ fn check_scope_date(
 
 fn check_signed_headers(value: &str, query: bool) -> Result<(), ParseError> {
     let ok = !value.is_empty()
-        && value.split(';').all(|h| {
+        && split_ascii(value, b';').all(|h| {
             !h.is_empty()
                 && h.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -719,7 +727,7 @@ fn header_payload_mode(
     scope: &CredentialScope,
 ) -> Result<PayloadMode, ParseError> {
     let s3 = scope.service() == "s3";
-    let Some(value) = header_str(req, "x-amz-content-sha256")? else {
+    let Some(value) = header_str(req, &X_AMZ_CONTENT_SHA256)? else {
         return if s3 {
             Err(ParseError::MissingContentSha256)
         } else {
@@ -878,7 +886,7 @@ fn parse_v2(params: &QueryParams, req: &Request<'_>) -> Result<V2Auth, ParseErro
     };
     let session_token = match params.get_ignore_case("x-amz-security-token") {
         Some(t) => Some(t),
-        None => header_str(req, "x-amz-security-token")?.map(str::to_owned),
+        None => header_str(req, &X_AMZ_SECURITY_TOKEN)?.map(str::to_owned),
     };
     Ok(V2Auth {
         access_key_id: akid,

@@ -8,8 +8,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
 use crate::canonical::{
-    canonical_request, percent_decode, sha256_hex, sha256_hex_in, string_to_sign, CanonicalParts,
-    PathMode,
+    canonical_request, percent_decode, sha256_hex, sha256_hex_in, split_ascii, string_to_sign,
+    CanonicalParts, PathMode,
 };
 use crate::chunked::{ChunkDecoder, StreamingState};
 use crate::key::{Signature, SigningKey, SigningKeyCache};
@@ -182,7 +182,7 @@ impl V4Auth {
         now: SystemTime,
         cache: Option<&SigningKeyCache>,
     ) -> Result<Verified, VerifyError> {
-        if !self.signed_headers.split(';').any(|h| h == "host") {
+        if !split_ascii(&self.signed_headers, b';').any(|h| h == "host") {
             return Err(VerifyError::HostNotSigned);
         }
         let mut computed_body_hash = [0; 64];
