@@ -23,6 +23,14 @@ use std::time::{Duration, SystemTime};
 /// `x-amz-target` (JSON protocol), as a ready header name: a `&str` look-up parses it each time.
 const X_AMZ_TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
 
+/// Response header names, ready made: inserting by `&str` parses, lowercases and copies the name
+/// on every response (header names are case-insensitive and go out in lowercase either way).
+const X_AMZN_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amzn-requestid");
+/// S3's request id header.
+const X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
+/// The JSON protocol's error type header.
+const X_AMZN_ERROR_TYPE: http::HeaderName = http::HeaderName::from_static("x-amzn-errortype");
+
 /// Largest query-protocol body accepted.
 pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
@@ -598,7 +606,7 @@ impl App {
         let mut resp = response(status, content_type, rid, dialect, Bytes::from(body));
         if dialect == Dialect::Json {
             if let Ok(v) = HeaderValue::from_str(&e.code) {
-                resp.headers_mut().insert("x-amzn-ErrorType", v);
+                resp.headers_mut().insert(X_AMZN_ERROR_TYPE, v);
             }
         }
         resp
@@ -728,9 +736,9 @@ fn response(
     let mut r = plain(status, ct, body);
     if let Ok(v) = HeaderValue::from_str(rid) {
         if dialect == Dialect::S3 {
-            r.headers_mut().insert("x-amz-request-id", v);
+            r.headers_mut().insert(X_AMZ_REQUEST_ID, v);
         } else {
-            r.headers_mut().insert("x-amzn-RequestId", v);
+            r.headers_mut().insert(X_AMZN_REQUEST_ID, v);
         }
     }
     r
@@ -767,5 +775,26 @@ mod tests {
             HeaderValue::from_static("Application/X-Www-Form-Urlencoded"),
         );
         assert_eq!(guess_dialect(&Method::POST, "", &h), Dialect::Iam);
+    }
+
+    #[test]
+    fn request_id_headers_are_named_as_aws_names_them() {
+        let r = response(
+            StatusCode::OK,
+            "text/xml",
+            "rid-1",
+            Dialect::Sts,
+            Bytes::new(),
+        );
+        assert_eq!(r.headers()["x-amzn-RequestId"], "rid-1");
+        let r = response(
+            StatusCode::OK,
+            "application/xml",
+            "rid-2",
+            Dialect::S3,
+            Bytes::new(),
+        );
+        assert_eq!(r.headers()["x-amz-request-id"], "rid-2");
+        assert!(r.headers().get("x-amzn-RequestId").is_none());
     }
 }
