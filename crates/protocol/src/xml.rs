@@ -81,6 +81,16 @@ impl XmlWriter {
         self.close(tag)
     }
 
+    /// Writes `<tag>` then each of `parts` escaped then `</tag>`: an element whose text is built from
+    /// pieces (e.g. an ARN), without concatenating them first.
+    pub fn elem_parts(&mut self, tag: &str, parts: &[&str]) -> &mut Self {
+        self.open(tag);
+        for p in parts {
+            escape_into(&mut self.out, p);
+        }
+        self.close(tag)
+    }
+
     /// Writes `<tag>text</tag>` when `text` is `Some`.
     pub fn opt_elem(&mut self, tag: &str, text: Option<&str>) -> &mut Self {
         if let Some(t) = text {
@@ -95,14 +105,27 @@ impl XmlWriter {
     }
 }
 
+/// Bytes [`escape_into`] does not copy as they are: the five XML special characters and controls.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'\'' as usize] = true;
+    t
+};
+
 /// Appends `text` to `out` with the five XML special characters escaped; control characters that XML
 /// 1.0 cannot carry are written as character references so nothing is lost.
 pub fn escape_into(out: &mut String, text: &str) {
-    // Most values (ids, ARNs, dates) need no escaping: copy them whole.
-    if !text
-        .bytes()
-        .any(|b| b < 0x20 || matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
-    {
+    // Most values (ids, ARNs, dates) need no escaping: copy them whole (one table look-up a byte).
+    if !text.bytes().any(|b| SPECIAL[usize::from(b)]) {
         out.push_str(text);
         return;
     }
@@ -144,6 +167,25 @@ mod tests {
             w.finish(),
             "<A xmlns=\"urn:x\"><B>a&lt;b&gt;&amp;&quot;c&apos;</B></A>"
         );
+    }
+
+    #[test]
+    fn parts_are_escaped_and_joined() {
+        let mut w = XmlWriter::new();
+        w.elem_parts("Arn", &["arn:aws:iam::", "1<2", ":root"]);
+        assert_eq!(w.finish(), "<Arn>arn:aws:iam::1&lt;2:root</Arn>");
+    }
+
+    #[test]
+    fn only_special_bytes_are_escaped() {
+        for b in 0u8..=0x7f {
+            let s = char::from(b).to_string();
+            let plain = escape(&s) == s;
+            let special = b < 0x20 || b"&<>\"'".contains(&b);
+            // Tab and newline are copied as they are even though they go through the slow path.
+            assert_eq!(plain, !special || b == b'\t' || b == b'\n', "byte {b:#x}");
+        }
+        assert_eq!(escape("é\u{1}"), "é&#1;");
     }
 
     #[test]

@@ -20,6 +20,17 @@ use keyward_store::{Change, Sealer, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// `x-amz-target` (JSON protocol), as a ready header name: a `&str` look-up parses it each time.
+const X_AMZ_TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
+
+/// Response header names, ready made: inserting by `&str` parses, lowercases and copies the name
+/// on every response (header names are case-insensitive and go out in lowercase either way).
+const X_AMZN_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amzn-requestid");
+/// S3's request id header.
+const X_AMZ_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-amz-request-id");
+/// The JSON protocol's error type header.
+const X_AMZN_ERROR_TYPE: http::HeaderName = http::HeaderName::from_static("x-amzn-errortype");
+
 /// Largest query-protocol body accepted.
 pub const QUERY_BODY_LIMIT: usize = 1 << 20;
 /// Largest S3 body read (S3 operations other than ListBuckets are not implemented).
@@ -231,7 +242,7 @@ impl App {
         };
         let parsed = keyward_sigv4::parse(&sreq);
         let mut dialect = match &parsed {
-            Ok(Some(SignedRequest::V4(_))) if parts.headers.contains_key("x-amz-target") => {
+            Ok(Some(SignedRequest::V4(_))) if parts.headers.contains_key(&X_AMZ_TARGET) => {
                 Dialect::Json
             }
             Ok(Some(SignedRequest::V4(a))) => match a.scope().service() {
@@ -307,11 +318,10 @@ impl App {
         if gate.refuse.is_some() {
             return self.error_response(&throttle::throttling_error(dialect), dialect, &rid);
         }
-        let key_id = key_id.map(str::to_owned);
         let guard = AuthGuard {
             gate,
             source,
-            key_id: key_id.as_deref(),
+            key_id,
         };
         // Requests refused by the throttle above are not audited: a flood must not become a flood of
         // events; they are counted in the metrics instead.
@@ -320,7 +330,7 @@ impl App {
             .dispatch(
                 &sreq,
                 &body,
-                parsed,
+                &parsed,
                 &mut dialect,
                 &rid,
                 now,
@@ -423,7 +433,7 @@ impl App {
         &self,
         req: &Request<'_>,
         body: &Bytes,
-        parsed: Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
+        parsed: &Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
@@ -452,7 +462,7 @@ impl App {
             }
         }
         if auditing {
-            if let Some(target) = req.headers.get("x-amz-target") {
+            if let Some(target) = req.headers.get(&X_AMZ_TARGET) {
                 let target = target.to_str().unwrap_or("");
                 let op = target.rsplit('.').next().unwrap_or(target);
                 trace.action = Some(op.to_owned());
@@ -463,7 +473,7 @@ impl App {
                         .map(camel_keys);
                 }
             }
-            match &parsed {
+            match parsed {
                 Ok(Some(SignedRequest::V4(a))) => {
                     trace.service = Some(a.scope().service().to_owned());
                     trace.region = Some(a.scope().region().to_owned());
@@ -481,11 +491,11 @@ impl App {
             // No credential at all: nothing was guessed, and nothing looked up; not counted.
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
             Err(e) => {
-                let f = AuthFailure::from(malformed(*dialect, &e));
+                let f = AuthFailure::from(malformed(*dialect, e));
                 return Err(self.auth_failed_counted(f, *dialect, guard));
             }
         };
-        let authn = authenticate_counted(self, req, body, &parsed, *dialect, now)
+        let authn = authenticate_counted(self, req, body, parsed, *dialect, now)
             .await
             .map_err(|mut f| {
                 if auditing {
@@ -500,7 +510,7 @@ impl App {
             .auth_ok
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let caller = &authn.caller;
-        let (service, region) = match &parsed {
+        let (service, region) = match parsed {
             SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
             SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
         };
@@ -514,7 +524,7 @@ impl App {
         if *dialect == Dialect::Json {
             let target = req
                 .headers
-                .get("x-amz-target")
+                .get(&X_AMZ_TARGET)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if let Some(op) = cloudtrail::operation(target) {
@@ -596,7 +606,7 @@ impl App {
         let mut resp = response(status, content_type, rid, dialect, Bytes::from(body));
         if dialect == Dialect::Json {
             if let Ok(v) = HeaderValue::from_str(&e.code) {
-                resp.headers_mut().insert("x-amzn-ErrorType", v);
+                resp.headers_mut().insert(X_AMZN_ERROR_TYPE, v);
             }
         }
         resp
@@ -678,27 +688,29 @@ fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {
 fn is_form(headers: &HeaderMap) -> bool {
     match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(ct) => ct
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/x-www-form-urlencoded"),
+        Some(ct) => is_form_type(ct.trim_start()),
     }
+}
+
+/// Whether a `Content-Type` value starts with the form type, in any case (without a lowercase copy).
+fn is_form_type(ct: &str) -> bool {
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+    ct.as_bytes()
+        .get(..FORM.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(FORM))
 }
 
 /// The dialect of a request that carries no (parsable) credential scope: query-protocol requests have
 /// an `Action` or a form body; everything else is S3.
 fn guess_dialect(method: &Method, query: &str, headers: &HeaderMap) -> Dialect {
-    if headers.contains_key("x-amz-target") {
+    if headers.contains_key(&X_AMZ_TARGET) {
         return Dialect::Json;
     }
     let has_action = query.split('&').any(|kv| kv.starts_with("Action="));
     let form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(is_form_type);
     if has_action || (method == Method::POST && form) {
         Dialect::Iam
     } else {
@@ -724,9 +736,9 @@ fn response(
     let mut r = plain(status, ct, body);
     if let Ok(v) = HeaderValue::from_str(rid) {
         if dialect == Dialect::S3 {
-            r.headers_mut().insert("x-amz-request-id", v);
+            r.headers_mut().insert(X_AMZ_REQUEST_ID, v);
         } else {
-            r.headers_mut().insert("x-amzn-RequestId", v);
+            r.headers_mut().insert(X_AMZN_REQUEST_ID, v);
         }
     }
     r
@@ -734,3 +746,55 @@ fn response(
 
 #[doc(hidden)]
 pub use auth::unix_secs;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_content_type_is_matched_in_any_case() {
+        assert!(is_form_type("application/x-www-form-urlencoded"));
+        assert!(is_form_type(
+            "Application/X-WWW-Form-URLEncoded; charset=utf-8"
+        ));
+        assert!(!is_form_type("application/x-www-form"));
+        assert!(!is_form_type("application/json"));
+        assert!(!is_form_type("ä"));
+        let mut h = HeaderMap::new();
+        assert!(is_form(&h), "no content type: a form");
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("  APPLICATION/x-www-form-urlencoded"),
+        );
+        assert!(is_form(&h));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_form(&h));
+        assert_eq!(guess_dialect(&Method::POST, "", &h), Dialect::S3);
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-Www-Form-Urlencoded"),
+        );
+        assert_eq!(guess_dialect(&Method::POST, "", &h), Dialect::Iam);
+    }
+
+    #[test]
+    fn request_id_headers_are_named_as_aws_names_them() {
+        let r = response(
+            StatusCode::OK,
+            "text/xml",
+            "rid-1",
+            Dialect::Sts,
+            Bytes::new(),
+        );
+        assert_eq!(r.headers()["x-amzn-RequestId"], "rid-1");
+        let r = response(
+            StatusCode::OK,
+            "application/xml",
+            "rid-2",
+            Dialect::S3,
+            Bytes::new(),
+        );
+        assert_eq!(r.headers()["x-amz-request-id"], "rid-2");
+        assert!(r.headers().get("x-amzn-RequestId").is_none());
+    }
+}

@@ -32,15 +32,20 @@ pub(crate) async fn handle(
         "GetCallerIdentity" => {
             v.finish()?;
             authorize_sts(caller, action)?;
-            let (arn, user_id) = (caller.arn(), caller.user_id().to_owned());
             Ok(envelope(
                 action,
                 STS_NS,
                 rid,
                 Some(&|w| {
-                    w.elem("Arn", &arn)
-                        .elem("UserId", &user_id)
-                        .elem("Account", &caller.account_id);
+                    // The ARN of `Caller::arn`, written in place.
+                    match &caller.identity {
+                        Identity::Root => {
+                            w.elem_parts("Arn", &["arn:aws:iam::", &caller.account_id, ":root"])
+                        }
+                        Identity::User { arn, .. } => w.elem("Arn", arn),
+                    }
+                    .elem("UserId", caller.user_id())
+                    .elem("Account", &caller.account_id);
                 }),
             ))
         }

@@ -190,6 +190,12 @@ struct Table {
     shards: Vec<Mutex<HashMap<u64, Window>>>,
     shard_cap: usize,
     evictions: AtomicU64,
+    /// One more than the latest slot in which a failure was recorded (0: none ever). When that slot
+    /// has left the window, every entry counts 0, so [`Table::is_quiet`] answers without locking.
+    last_slot: AtomicU64,
+    /// Shard locks taken (tests of the lock-free path).
+    #[cfg(test)]
+    locks: AtomicU64,
 }
 
 impl Table {
@@ -198,17 +204,38 @@ impl Table {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             shard_cap: (capacity / SHARDS).max(1),
             evictions: AtomicU64::new(0),
+            last_slot: AtomicU64::new(0),
+            #[cfg(test)]
+            locks: AtomicU64::new(0),
+        }
+    }
+
+    /// True when no entry can count a failure in the window ending in slot `b`: nothing was recorded
+    /// in slots `b - SLOTS ..= b` (the ones [`Window::estimate`] sums). Lock-free.
+    fn is_quiet(&self, b: u64) -> bool {
+        // No slot is ever 0 after `+ 1`, so 0 means "never".
+        match self.last_slot.load(Ordering::Acquire) {
+            0 => true,
+            l => (l - 1).saturating_add(SLOTS) < b,
         }
     }
 
     fn shard(&self, k: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Window>> {
         // Keys are already well mixed (keyed hashes); the top bits pick the shard.
         let i = (k >> 60) as usize % SHARDS;
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
         // A panic while holding the lock cannot leave a window half-updated in a harmful way.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn estimate(&self, k: u64, b: u64, now_ms: u64, window_ms: u64) -> u128 {
+    /// The failures of key `k` (hashed only when the table is not quiet) in the window ending in
+    /// slot `b`, times `window_ms`.
+    fn estimate(&self, k: impl FnOnce() -> u64, b: u64, now_ms: u64, window_ms: u64) -> u128 {
+        if self.is_quiet(b) {
+            return 0;
+        }
+        let k = k();
         self.shard(k)
             .get(&k)
             .map_or(0, |w| w.estimate(b, now_ms, window_ms))
@@ -216,6 +243,10 @@ impl Table {
 
     fn record(&self, k: u64, b: u64, now_ms: u64, window_ms: u64) {
         let mut shard = self.shard(k);
+        // Published under the shard lock, before the count: a check that sees the table quiet is
+        // ordered before this failure.
+        self.last_slot
+            .fetch_max(b.saturating_add(1), Ordering::AcqRel);
         if let Some(w) = shard.get_mut(&k) {
             w.add(b);
             return;
@@ -246,6 +277,11 @@ impl Table {
                 .fetch_add((before - shard.len()) as u64, Ordering::Relaxed);
         }
         shard.insert(k, Window::first(b));
+    }
+
+    /// True when nothing was ever recorded (lock-free, needs no clock).
+    fn never_recorded(&self) -> bool {
+        self.last_slot.load(Ordering::Acquire) == 0
     }
 
     fn len(&self) -> usize {
@@ -326,23 +362,33 @@ impl Throttle {
 
     /// Decides, before any authentication work, whether a request from `source` presenting `key_id`
     /// is refused, and whether its key id is hot. Counts the refusal.
+    ///
+    /// While no failure is in the window (the usual case), this takes no lock and hashes nothing; while
+    /// none was ever recorded, it does not even read the clock.
     pub fn check(&self, source: Option<Source>, key_id: Option<&str>) -> Gate {
-        let (b, ms) = self.now();
-        let w = self.window_ms;
-        let over = |est: u128, limit: u32| est >= u128::from(limit) * u128::from(w);
         let mut gate = Gate {
             refuse: None,
             key_hot: false,
         };
+        // Pairs are only recorded with keys, and only consulted for hot keys.
+        if self.sources.never_recorded() && self.keys.never_recorded() {
+            return gate;
+        }
+        let (b, ms) = self.now();
+        let w = self.window_ms;
+        let over = |est: u128, limit: u32| est >= u128::from(limit) * u128::from(w);
         if let (Some(s), limit @ 1..) = (source, self.config.per_source) {
-            if over(self.sources.estimate(self.source_key(s), b, ms, w), limit) {
+            if over(
+                self.sources.estimate(|| self.source_key(s), b, ms, w),
+                limit,
+            ) {
                 gate.refuse = Some(Reason::Source);
             }
         }
         if let (None, Some(k), limit @ 1..) = (gate.refuse, key_id, self.config.per_key) {
-            if over(self.keys.estimate(self.key_key(k), b, ms, w), limit) {
+            if over(self.keys.estimate(|| self.key_key(k), b, ms, w), limit) {
                 gate.key_hot = true;
-                if self.pairs.estimate(self.pair_key(source, k), b, ms, w) > 0 {
+                if self.pairs.estimate(|| self.pair_key(source, k), b, ms, w) > 0 {
                     gate.refuse = Some(Reason::Key);
                 }
             }
@@ -417,6 +463,15 @@ impl Throttle {
     #[cfg(test)]
     fn sizes(&self) -> [usize; 3] {
         [self.sources.len(), self.keys.len(), self.pairs.len()]
+    }
+
+    /// Shard locks taken so far, all tables together.
+    #[cfg(test)]
+    fn locks(&self) -> u64 {
+        [&self.sources, &self.keys, &self.pairs]
+            .iter()
+            .map(|t| t.locks.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -545,6 +600,52 @@ mod tests {
             t.check(holder, Some("AKIAVICTIM")).refuse,
             Some(Reason::Key)
         );
+    }
+
+    #[test]
+    fn clean_checks_take_no_lock_until_a_failure_is_in_the_window() {
+        let (t, clock) = clocked(cfg(3, 3));
+        let a = ip("10.2.0.1");
+        let clean = Gate {
+            refuse: None,
+            key_hot: false,
+        };
+        // Nothing ever failed: no lock, whatever the source and key.
+        for i in 0..100 {
+            let key = format!("AKIA{i}");
+            assert_eq!(t.check(ip(&format!("10.2.1.{i}")), Some(&key)), clean);
+        }
+        assert_eq!(t.locks(), 0);
+        // A failure in the window: checks look it up again (and still see it).
+        clock.store(10_000, Ordering::Relaxed);
+        for _ in 0..3 {
+            t.failure(a, Some("AKIAX"));
+        }
+        let recorded = t.locks();
+        assert_eq!(t.check(a, Some("AKIAX")).refuse, Some(Reason::Source));
+        assert!(t.locks() > recorded);
+        assert_eq!(
+            t.check(ip("10.2.0.2"), Some("AKIAX")),
+            Gate {
+                refuse: None,
+                key_hot: true
+            }
+        );
+        // Up to the end of the window and the slot after it the failures still count...
+        clock.store(79_999, Ordering::Relaxed);
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
+        // ...then the tables are quiet again: no lock, nothing refused.
+        clock.store(80_000, Ordering::Relaxed);
+        let before = t.locks();
+        assert_eq!(t.check(a, Some("AKIAX")), clean);
+        assert_eq!(t.locks(), before);
+        // And a new failure is seen at once: the limit still holds exactly.
+        for _ in 0..2 {
+            t.failure(a, None);
+        }
+        assert_eq!(t.check(a, None).refuse, None, "2 < 3");
+        t.failure(a, None);
+        assert_eq!(t.check(a, None).refuse, Some(Reason::Source));
     }
 
     #[test]

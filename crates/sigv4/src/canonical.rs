@@ -184,13 +184,50 @@ pub(crate) fn normalize_path(path: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `s.split(sep)` for an ASCII `sep`, by a plain byte scan: on the short pieces of a signature
+/// (credential, signed headers, query pairs) the generic char searcher costs more than the scan.
+pub(crate) fn split_ascii(s: &str, sep: u8) -> SplitAscii<'_> {
+    debug_assert!(sep.is_ascii());
+    SplitAscii { rest: Some(s), sep }
+}
+
+/// `s.split_once(sep)` for an ASCII `sep`, by a plain byte scan.
+pub(crate) fn split_once_ascii(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    // `sep` is ASCII, so both sides are on character boundaries.
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// The iterator of [`split_ascii`].
+pub(crate) struct SplitAscii<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitAscii<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        match split_once_ascii(s, self.sep) {
+            Some((piece, rest)) => {
+                self.rest = Some(rest);
+                Some(piece)
+            }
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+        }
+    }
+}
+
 /// Splits a raw query string into raw `(key, value)` pieces; empty pieces are skipped and a piece
 /// without `=` has an empty value.
 pub(crate) fn split_query(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
+    split_ascii(query, b'&')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|p| split_once_ascii(p, b'=').unwrap_or((p, "")))
 }
 
 /// The canonical query string: each key and value decoded (`+` is a space) and encoded again, pairs
@@ -265,7 +302,7 @@ pub(crate) fn canonical_request(p: &CanonicalParts<'_>) -> Result<Vec<u8>, Strin
     out.push(b'\n');
     canonical_query(p.query, p.presigned, &mut out);
     out.push(b'\n');
-    for name in p.signed_headers.split(';') {
+    for name in split_ascii(p.signed_headers, b';') {
         let mut values = p.headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             return Err(name.to_owned());
@@ -312,6 +349,16 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 /// Lowercase hex SHA-256.
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     to_hex(&Sha256::digest(data))
+}
+
+/// Lowercase hex SHA-256 written into `buf`, without allocating.
+pub(crate) fn sha256_hex_in<'b>(data: &[u8], buf: &'b mut [u8; 64]) -> &'b str {
+    for (i, &b) in Sha256::digest(data).iter().enumerate() {
+        buf[2 * i] = HEX_LOWER[usize::from(b >> 4)];
+        buf[2 * i + 1] = HEX_LOWER[usize::from(b & 15)];
+    }
+    // Always ASCII.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// The SigV4 string to sign for a canonical request.
@@ -414,6 +461,33 @@ mod tests {
         let mut out = Vec::new();
         push_trimmed_value(b"  a   b \t c  \"x  y\" ", &mut out);
         assert_eq!(out, b"a b c \"x y\"");
+    }
+
+    #[test]
+    fn ascii_splits_match_str_split() {
+        for s in [
+            "",
+            "a",
+            "/",
+            "a/b",
+            "//",
+            "a//b/",
+            "/a",
+            "é/ü//ß",
+            "20150830/us-east-1/iam/aws4_request",
+        ] {
+            let ours: Vec<&str> = split_ascii(s, b'/').collect();
+            let std: Vec<&str> = s.split('/').collect();
+            assert_eq!(ours, std, "{s:?}");
+            assert_eq!(split_once_ascii(s, b'/'), s.split_once('/'), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_hex_in_matches_sha256_hex() {
+        let mut buf = [0; 64];
+        assert_eq!(sha256_hex_in(b"", &mut buf), EMPTY_SHA256);
+        assert_eq!(sha256_hex_in(b"abc", &mut buf), sha256_hex(b"abc"));
     }
 
     #[test]

@@ -132,6 +132,19 @@ struct Entry {
 struct Generations {
     current: HashMap<String, Entry>,
     previous: HashMap<String, Entry>,
+    /// Reused buffer for the lookup key, so a hit allocates nothing.
+    scratch: String,
+}
+
+/// Writes the map key of a scope into `out`: its parts separated by NUL.
+fn cache_id(out: &mut String, access_key_id: &str, date: &str, region: &str, service: &str) {
+    out.clear();
+    for (i, part) in [access_key_id, date, region, service].iter().enumerate() {
+        if i > 0 {
+            out.push('\0');
+        }
+        out.push_str(part);
+    }
 }
 
 /// A bounded, thread-safe cache of derived signing keys, keyed by (access key id, date, region, service).
@@ -188,28 +201,23 @@ impl SigningKeyCache {
         region: &str,
         service: &str,
     ) -> SigningKey {
-        let mut id = String::with_capacity(
-            access_key_id.len() + date.len() + region.len() + service.len() + 3,
-        );
-        for (i, part) in [access_key_id, date, region, service].iter().enumerate() {
-            if i > 0 {
-                id.push('\0');
-            }
-            id.push_str(part);
-        }
-        let mut g = self.lock();
-        if let Some(e) = g.current.get(&id) {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        cache_id(&mut g.scratch, access_key_id, date, region, service);
+        if let Some(e) = g.current.get(g.scratch.as_str()) {
             if e.secret.ct_eq(secret) {
                 return e.key.clone();
             }
-        } else if let Some(e) = g.previous.remove(&id) {
+        } else if let Some(e) = g.previous.remove(g.scratch.as_str()) {
             if e.secret.ct_eq(secret) {
                 let key = e.key.clone();
-                self.insert(&mut g, id, e);
+                let id = g.scratch.clone();
+                self.insert(g, id, e);
                 return key;
             }
         }
-        drop(g);
+        let id = g.scratch.clone();
+        drop(guard);
         let key = SigningKey::derive(secret, date, region, service);
         let entry = Entry {
             secret: secret.clone(),

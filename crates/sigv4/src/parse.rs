@@ -5,10 +5,12 @@ use std::fmt;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use http::header::{AUTHORIZATION, DATE};
+use http::header::{HeaderName, AUTHORIZATION, DATE};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{percent_decode, split_query, ALGORITHM, ALGORITHM_V4A};
+use crate::canonical::{
+    percent_decode, split_ascii, split_once_ascii, split_query, ALGORITHM, ALGORITHM_V4A,
+};
 use crate::key::Signature;
 use crate::time::{parse_amz_date, parse_http_date};
 use crate::{CredentialScope, Request};
@@ -62,7 +64,6 @@ impl PayloadMode {
 pub struct V4Auth {
     pub(crate) access_key_id: String,
     pub(crate) scope: CredentialScope,
-    pub(crate) scope_string: String,
     pub(crate) signed_headers: String,
     pub(crate) signature: Signature,
     pub(crate) amz_date: String,
@@ -525,12 +526,19 @@ pub fn parse(req: &Request<'_>) -> Result<Option<SignedRequest>, ParseError> {
     Ok(None)
 }
 
-fn header_str<'h>(req: &'h Request<'_>, name: &str) -> Result<Option<&'h str>, ParseError> {
+/// `x-amz-date`, as a ready header name: looking one up by `&str` parses the name every time.
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+/// `x-amz-security-token`.
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+/// `x-amz-content-sha256`.
+const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+
+fn header_str<'h>(req: &'h Request<'_>, name: &HeaderName) -> Result<Option<&'h str>, ParseError> {
     req.headers
         .get(name)
         .map(|v| {
             v.to_str().map_err(|_| ParseError::InvalidEncoding {
-                name: name.to_owned(),
+                name: name.as_str().to_owned(),
             })
         })
         .transpose()
@@ -538,7 +546,7 @@ fn header_str<'h>(req: &'h Request<'_>, name: &str) -> Result<Option<&'h str>, P
 
 fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
     let value_trimmed = value.trim_matches(' ');
-    let (algorithm, rest) = value_trimmed.split_once(' ').unwrap_or((value_trimmed, ""));
+    let (algorithm, rest) = split_once_ascii(value_trimmed, b' ').unwrap_or((value_trimmed, ""));
     if algorithm == ALGORITHM_V4A {
         return Err(ParseError::SigV4A { query: false });
     }
@@ -549,16 +557,15 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
         });
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-    for part in rest.split(',') {
+    for part in split_ascii(rest, b',') {
         let part = part.trim_matches(' ');
         if part.is_empty() {
             continue;
         }
         let (k, v) =
-            part.split_once('=')
-                .ok_or_else(|| ParseError::AuthorizationMissingEquals {
-                    pair: part.to_owned(),
-                })?;
+            split_once_ascii(part, b'=').ok_or_else(|| ParseError::AuthorizationMissingEquals {
+                pair: part.to_owned(),
+            })?;
         let slot = match k.trim_matches(' ') {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed_headers,
@@ -573,9 +580,9 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
         }
         *slot = Some(v.trim_matches(' '));
     }
-    let amz_date = header_str(req, "x-amz-date")?;
+    let amz_date = header_str(req, &X_AMZ_DATE)?;
     let date = if amz_date.is_none() {
-        header_str(req, DATE.as_str())?
+        header_str(req, &DATE)?
     } else {
         None
     };
@@ -621,13 +628,12 @@ fn parse_header(value: &str, req: &Request<'_>) -> Result<V4Auth, ParseError> {
     let payload_mode = header_payload_mode(req, &scope)?;
     Ok(V4Auth {
         access_key_id,
-        scope_string: scope.to_string(),
         scope,
         signed_headers: signed_headers.to_owned(),
         signature: Signature::new(signature),
         amz_date,
         time,
-        session_token: header_str(req, "x-amz-security-token")?.map(str::to_owned),
+        session_token: header_str(req, &X_AMZ_SECURITY_TOKEN)?.map(str::to_owned),
         expires: None,
         payload_mode,
     })
@@ -649,8 +655,15 @@ fn parse_credential(
         credential: credential.to_owned(),
         query,
     };
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [akid, date, region, service, terminator] = parts.as_slice() else {
+    let mut parts = split_ascii(credential, b'/');
+    let (Some(akid), Some(date), Some(region), Some(service), Some(terminator), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(malformed());
     };
     if akid.is_empty()
@@ -661,16 +674,13 @@ fn parse_credential(
     {
         return Err(malformed());
     }
-    if *terminator != "aws4_request" {
+    if terminator != "aws4_request" {
         return Err(ParseError::InvalidTerminator {
-            terminator: (*terminator).to_owned(),
+            terminator: terminator.to_owned(),
             query,
         });
     }
-    Ok((
-        (*akid).to_owned(),
-        CredentialScope::new(date, region, service),
-    ))
+    Ok((akid.to_owned(), CredentialScope::new(date, region, service)))
 }
 
 fn check_scope_date(
@@ -690,7 +700,7 @@ fn check_scope_date(
 
 fn check_signed_headers(value: &str, query: bool) -> Result<(), ParseError> {
     let ok = !value.is_empty()
-        && value.split(';').all(|h| {
+        && split_ascii(value, b';').all(|h| {
             !h.is_empty()
                 && h.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -717,7 +727,7 @@ fn header_payload_mode(
     scope: &CredentialScope,
 ) -> Result<PayloadMode, ParseError> {
     let s3 = scope.service() == "s3";
-    let Some(value) = header_str(req, "x-amz-content-sha256")? else {
+    let Some(value) = header_str(req, &X_AMZ_CONTENT_SHA256)? else {
         return if s3 {
             Err(ParseError::MissingContentSha256)
         } else {
@@ -815,7 +825,6 @@ fn parse_presigned(params: &QueryParams) -> Result<V4Auth, ParseError> {
     };
     Ok(V4Auth {
         access_key_id,
-        scope_string: scope.to_string(),
         scope,
         signed_headers,
         signature: Signature::new(signature),
@@ -877,7 +886,7 @@ fn parse_v2(params: &QueryParams, req: &Request<'_>) -> Result<V2Auth, ParseErro
     };
     let session_token = match params.get_ignore_case("x-amz-security-token") {
         Some(t) => Some(t),
-        None => header_str(req, "x-amz-security-token")?.map(str::to_owned),
+        None => header_str(req, &X_AMZ_SECURITY_TOKEN)?.map(str::to_owned),
     };
     Ok(V2Auth {
         access_key_id: akid,
@@ -934,6 +943,7 @@ mod tests {
             assert_eq!(a.scope().date(), "20150830");
             assert_eq!(a.scope().region(), "us-east-1");
             assert_eq!(a.scope().service(), "iam");
+            assert_eq!(a.scope().to_string(), "20150830/us-east-1/iam/aws4_request");
             assert_eq!(a.signed_headers(), "content-type;host;x-amz-date");
             assert!(!a.is_presigned());
             assert_eq!(a.payload_mode(), PayloadMode::Computed);

@@ -8,7 +8,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
 use crate::canonical::{
-    canonical_request, percent_decode, sha256_hex, string_to_sign, CanonicalParts, PathMode,
+    canonical_request, percent_decode, sha256_hex, sha256_hex_in, split_ascii, string_to_sign,
+    CanonicalParts, PathMode,
 };
 use crate::chunked::{ChunkDecoder, StreamingState};
 use crate::key::{Signature, SigningKey, SigningKeyCache};
@@ -181,16 +182,13 @@ impl V4Auth {
         now: SystemTime,
         cache: Option<&SigningKeyCache>,
     ) -> Result<Verified, VerifyError> {
-        if !self.signed_headers.split(';').any(|h| h == "host") {
+        if !split_ascii(&self.signed_headers, b';').any(|h| h == "host") {
             return Err(VerifyError::HostNotSigned);
         }
-        let computed_body_hash;
+        let mut computed_body_hash = [0; 64];
         let payload_hash = match self.payload_mode.literal() {
             Some(p) => p,
-            None => {
-                computed_body_hash = sha256_hex(body);
-                &computed_body_hash
-            }
+            None => sha256_hex_in(body, &mut computed_body_hash),
         };
         let canonical = canonical_request(&CanonicalParts {
             method: req.method,
@@ -203,7 +201,7 @@ impl V4Auth {
             payload_hash,
         })
         .map_err(VerifyError::SignedHeaderMissing)?;
-        let sts = string_to_sign(&self.amz_date, &self.scope_string, &canonical);
+        let sts = string_to_sign(&self.amz_date, self.scope.as_str(), &canonical);
         let key = match cache {
             Some(c) => c.get_or_derive(
                 &self.access_key_id,
@@ -243,7 +241,7 @@ impl V4Auth {
                     key: key.clone(),
                     seed: computed.as_str().to_owned(),
                     amz_date: self.amz_date.clone(),
-                    scope: self.scope_string.clone(),
+                    scope: self.scope.as_str().to_owned(),
                     mode: self.payload_mode.clone(),
                     decoded_length: req
                         .headers
