@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use elements::camel;
 
@@ -375,6 +375,8 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct Auditor {
     tx: mpsc::Sender<Msg>,
+    /// Ends the writer's linger early (an event someone waits for, a shutdown, a filling channel).
+    wake: Arc<Notify>,
     stats: Arc<AuditStats>,
     /// A log file is written: events are rendered as JSON.
     log: bool,
@@ -420,8 +422,10 @@ impl Auditor {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(AuditStats::default());
         let keep = !config.retention.is_zero();
+        let wake = Arc::new(Notify::new());
         tokio::spawn(writer(
             rx,
+            Arc::clone(&wake),
             sink,
             head,
             keep.then(|| store.clone()),
@@ -432,6 +436,7 @@ impl Auditor {
         }
         Ok(Auditor {
             tx,
+            wake,
             stats,
             log: config.log.is_some(),
             keep,
@@ -452,7 +457,7 @@ impl Auditor {
         } else {
             (None, None)
         };
-        if self
+        let sent = self
             .tx
             .send({
                 let record = event.into_record();
@@ -460,11 +465,13 @@ impl Auditor {
                 let record = (self.keep && record.account_id.is_some()).then(|| Box::new(record));
                 Msg::Event(json, record, ack)
             })
-            .await
-            .is_err()
-        {
+            .await;
+        if sent.is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if durable || self.tx.capacity() < self.tx.max_capacity() / 2 {
+            self.wake.notify_one();
         }
         if let Some(d) = done {
             let _ = d.await;
@@ -475,6 +482,7 @@ impl Auditor {
     pub async fn close(&self) {
         let (a, d) = oneshot::channel();
         if self.tx.send(Msg::Close(a)).await.is_ok() {
+            self.wake.notify_one();
             let _ = d.await;
         }
     }
@@ -482,6 +490,7 @@ impl Auditor {
 
 async fn writer(
     mut rx: mpsc::Receiver<Msg>,
+    wake: Arc<Notify>,
     sink: Option<Sink>,
     mut head: chain::ChainHead,
     store: Option<Store>,
@@ -489,33 +498,33 @@ async fn writer(
 ) {
     let sink = sink.map(|s| Arc::new(Mutex::new(s)));
     let mut batch = Vec::new();
+    let urgent = |m: &Msg| matches!(m, Msg::Event(_, _, Some(_)) | Msg::Close(_));
     loop {
         let Some(first) = rx.recv().await else { return };
         let deadline = tokio::time::Instant::now() + LINGER;
-        let urgent = |m: &Msg| matches!(m, Msg::Event(_, _, Some(_)) | Msg::Close(_));
         let mut now = urgent(&first);
         batch.push(first);
-        loop {
+        let mut drain = |batch: &mut Vec<Msg>, now: &mut bool| {
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(m) => {
-                        now |= urgent(&m);
+                        *now |= urgent(&m);
                         batch.push(m);
                     }
                     Err(_) => break,
                 }
             }
-            if now || batch.len() >= MAX_BATCH {
-                break;
+        };
+        drain(&mut batch, &mut now);
+        if !now && batch.len() < MAX_BATCH {
+            // Sleep through the linger instead of waking for every event sent meanwhile (that
+            // was a task wake-up per request); a request that waits for its event, a shutdown or
+            // a half-full channel wakes the writer early.
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = wake.notified() => {}
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => {
-                    now |= urgent(&m);
-                    batch.push(m);
-                }
-                // Closed (the server is stopping) or the deadline passed: write what there is.
-                Ok(None) | Err(_) => break,
-            }
+            drain(&mut batch, &mut now);
         }
         let mut text = String::new();
         let mut records = Vec::new();
@@ -584,6 +593,11 @@ async fn writer(
         }
         for a in acks {
             let _ = a.send(());
+        }
+        // Freeing thousands of records takes a while too: in slices, letting requests run between.
+        while records.len() > 256 {
+            records.truncate(records.len() - 256);
+            tokio::task::yield_now().await;
         }
         if !closing.is_empty() {
             for c in closing {

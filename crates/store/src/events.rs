@@ -114,15 +114,16 @@ pub fn new_event_id(time: SystemTime) -> String {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 /// The one attribute a lookup may filter on (CloudTrail's `LookupAttributes`).
@@ -281,7 +282,15 @@ impl Store {
     /// [`MAX_EVENTS_PER_BATCH`] events). Events without an account, or of accounts that do not
     /// exist (a made-up key id encodes any account), are skipped. Durable when it returns.
     pub async fn append_events(&self, events: &[AuditRecord]) -> Result<(), StoreError> {
-        let batches = pack_batches(events);
+        let mut builder = BatchBuilder::new();
+        for (i, e) in events.iter().enumerate() {
+            // Packing thousands of events takes a millisecond or more: let requests run meanwhile.
+            if i % 256 == 255 {
+                tokio::task::yield_now().await;
+            }
+            builder.push(e);
+        }
+        let batches = builder.finish();
         if batches.is_empty() {
             return Ok(());
         }
@@ -413,37 +422,66 @@ impl Store {
     }
 }
 
-/// Packs events into one batch per account (split every [`MAX_EVENTS_PER_BATCH`]), keeping their
-/// order; events without an account are left out.
-pub(crate) fn pack_batches(events: &[AuditRecord]) -> Vec<PackedBatch> {
-    let mut by_account: Vec<(&str, Vec<&AuditRecord>)> = Vec::new();
-    for e in events {
-        let Some(a) = e.account_id.as_deref() else {
-            continue;
+/// Packs events into one batch per account (a new batch every [`MAX_EVENTS_PER_BATCH`]), keeping
+/// their order; events without an account are left out.
+pub(crate) struct BatchBuilder<'a> {
+    open: Vec<(&'a str, pack::Packer<'a>)>,
+    done: Vec<PackedBatch>,
+}
+
+impl<'a> BatchBuilder<'a> {
+    pub(crate) fn new() -> Self {
+        BatchBuilder {
+            open: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: &'a AuditRecord) {
+        let Some(account) = e.account_id.as_deref() else {
+            return;
         };
-        match by_account.iter_mut().find(|(x, _)| *x == a) {
-            Some((_, v)) => v.push(e),
-            None => by_account.push((a, vec![e])),
-        }
-    }
-    let mut batches = Vec::new();
-    for (account, list) in &by_account {
-        for chunk in list.chunks(MAX_EVENTS_PER_BATCH) {
-            let mut p = pack::Packer::new();
-            for e in chunk {
-                p.push(e);
+        let i = match self.open.iter().position(|(a, _)| *a == account) {
+            Some(i) => i,
+            None => {
+                self.open.push((account, pack::Packer::new()));
+                self.open.len() - 1
             }
-            let (data, min_ms, max_ms, n) = p.finish();
-            batches.push(PackedBatch {
-                account_id: (*account).to_owned(),
-                min_ms,
-                max_ms,
-                events: n,
-                data,
-            });
+        };
+        let packer = &mut self.open[i].1;
+        packer.push(e);
+        if packer.len() >= MAX_EVENTS_PER_BATCH {
+            let (account, full) = self.open.swap_remove(i);
+            self.done.push(packed(account, full));
         }
     }
-    batches
+
+    pub(crate) fn finish(mut self) -> Vec<PackedBatch> {
+        for (account, p) in self.open {
+            self.done.push(packed(account, p));
+        }
+        self.done
+    }
+}
+
+fn packed(account: &str, p: pack::Packer<'_>) -> PackedBatch {
+    let (data, min_ms, max_ms, events) = p.finish();
+    PackedBatch {
+        account_id: account.to_owned(),
+        min_ms,
+        max_ms,
+        events,
+        data,
+    }
+}
+
+/// [`BatchBuilder`] over a whole slice.
+pub(crate) fn pack_batches(events: &[AuditRecord]) -> Vec<PackedBatch> {
+    let mut b = BatchBuilder::new();
+    for e in events {
+        b.push(e);
+    }
+    b.finish()
 }
 
 /// An event as schema 2 stored it (one row, the CloudTrail JSON in `body`): the migration to

@@ -9,15 +9,18 @@
 //! ```text
 //! blob  := VERSION(u8) event*
 //! event := time_ms(i64 little-endian, 8 bytes) flags(u8) present(varint) string*
-//! string:= (len << 1)      followed by len UTF-8 bytes   -- a new string
-//!        | (index << 1)|1                                -- the index-th new string of this blob
+//! string:= (len << 1)      followed by len UTF-8 bytes   -- a new value
+//!        | (slot << 1)|1                                 -- a recent value of the same field
 //! ```
 //!
 //! `flags` holds read-only, session and the identity type; `present` has one bit per optional
-//! field, in [`OPTIONAL`] order; the required strings come first, in [`AuditRecord`] order. Decoding
-//! checks every length and index and fails with `Corrupt` instead of panicking.
+//! field, in [`OPTIONAL`] order; the required strings come first, in [`AuditRecord`] order. Each
+//! field but the two ids remembers its last [`RECENT`] distinct new values (newest in slot 0); a
+//! value equal to one of them is written as its slot. That costs a few short comparisons per field
+//! instead of hashing, and catches what repeats in a trail: the same operation, caller, ARN, user
+//! agent and region, from a handful of clients at a time. Decoding checks every length and slot and
+//! fails with `Corrupt` instead of panicking.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::{AuditRecord, IdentityType};
@@ -25,7 +28,7 @@ use crate::model::{from_millis, to_millis};
 use crate::StoreError;
 
 /// Format version written first in every blob.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 const READ_ONLY: u8 = 1;
 const SESSION: u8 = 2;
@@ -34,11 +37,38 @@ const IDENTITY_SHIFT: u8 = 2;
 
 /// Optional fields, in `present` bit order.
 const OPTIONAL: usize = 11;
+/// Fields that remember recent values: event name, source, region, then the optional ones.
+const REMEMBERING: usize = 3 + OPTIONAL;
+/// Recent values remembered per field.
+const RECENT: usize = 4;
+
+/// The last [`RECENT`] distinct new values of each remembering field, newest first.
+struct Recent<'a>([[Option<&'a str>; RECENT]; REMEMBERING]);
+
+impl<'a> Recent<'a> {
+    fn new() -> Self {
+        Recent([[None; RECENT]; REMEMBERING])
+    }
+
+    fn find(&self, field: usize, s: &str) -> Option<usize> {
+        self.0[field].iter().position(|v| *v == Some(s))
+    }
+
+    fn get(&self, field: usize, slot: usize) -> Option<&'a str> {
+        self.0[field].get(slot).copied().flatten()
+    }
+
+    fn push(&mut self, field: usize, s: &'a str) {
+        let ring = &mut self.0[field];
+        ring.rotate_right(1);
+        ring[0] = Some(s);
+    }
+}
 
 /// Builds one blob from events in stored order.
 pub(crate) struct Packer<'a> {
     out: Vec<u8>,
-    seen: HashMap<&'a str, u32>,
+    recent: Recent<'a>,
     min_ms: i64,
     max_ms: i64,
     count: u32,
@@ -48,7 +78,7 @@ impl<'a> Packer<'a> {
     pub(crate) fn new() -> Packer<'a> {
         Packer {
             out: vec![VERSION],
-            seen: HashMap::new(),
+            recent: Recent::new(),
             min_ms: i64::MAX,
             max_ms: i64::MIN,
             count: 0,
@@ -78,27 +108,36 @@ impl<'a> Packer<'a> {
             .fold(0u64, |acc, (i, _)| acc | 1 << i);
         varint(&mut self.out, present);
         // Ids are unique per event: never worth remembering.
-        self.string(&e.event_id, false);
-        self.string(&e.request_id, false);
-        self.string(&e.event_name, true);
-        self.string(&e.event_source, true);
-        self.string(&e.region, true);
-        for v in optional.into_iter().flatten() {
-            self.string(v, true);
+        self.literal(&e.event_id);
+        self.literal(&e.request_id);
+        self.string(0, &e.event_name);
+        self.string(1, &e.event_source);
+        self.string(2, &e.region);
+        for (i, v) in optional.into_iter().enumerate() {
+            if let Some(v) = v {
+                self.string(3 + i, v);
+            }
         }
     }
 
-    fn string(&mut self, s: &'a str, remember: bool) {
-        if remember {
-            if let Some(&i) = self.seen.get(s) {
-                varint(&mut self.out, (u64::from(i) << 1) | 1);
-                return;
-            }
-            let next = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
-            self.seen.insert(s, next);
-        }
+    fn literal(&mut self, s: &str) {
         varint(&mut self.out, (s.len() as u64) << 1);
         self.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn string(&mut self, field: usize, s: &'a str) {
+        match self.recent.find(field, s) {
+            Some(slot) => varint(&mut self.out, ((slot as u64) << 1) | 1),
+            None => {
+                self.recent.push(field, s);
+                self.literal(s);
+            }
+        }
+    }
+
+    /// Events pushed so far.
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
     }
 
     /// The blob, its oldest and newest event times (ms) and its number of events.
@@ -140,7 +179,7 @@ pub(crate) fn unpack(blob: &[u8], account_id: &str) -> Result<Vec<AuditRecord>, 
     let mut r = Reader {
         b: blob,
         at: 0,
-        table: Vec::new(),
+        recent: Recent::new(),
     };
     if r.byte()? != VERSION {
         return Err(corrupt("unknown format version"));
@@ -155,7 +194,7 @@ pub(crate) fn unpack(blob: &[u8], account_id: &str) -> Result<Vec<AuditRecord>, 
 struct Reader<'b> {
     b: &'b [u8],
     at: usize,
-    table: Vec<&'b str>,
+    recent: Recent<'b>,
 }
 
 impl<'b> Reader<'b> {
@@ -177,17 +216,17 @@ impl<'b> Reader<'b> {
         Err(corrupt("a number is too long"))
     }
 
-    fn string(&mut self) -> Result<&'b str, StoreError> {
+    /// A value written in full.
+    fn literal(&mut self) -> Result<&'b str, StoreError> {
         let tag = self.varint()?;
         if tag & 1 == 1 {
-            let i = usize::try_from(tag >> 1).map_err(|_| corrupt("bad reference"))?;
-            return self
-                .table
-                .get(i)
-                .copied()
-                .ok_or_else(|| corrupt("bad reference"));
+            return Err(corrupt("a reference where a value belongs"));
         }
-        let len = usize::try_from(tag >> 1).map_err(|_| corrupt("bad length"))?;
+        self.bytes(tag >> 1)
+    }
+
+    fn bytes(&mut self, len: u64) -> Result<&'b str, StoreError> {
+        let len = usize::try_from(len).map_err(|_| corrupt("bad length"))?;
         let end = self
             .at
             .checked_add(len)
@@ -198,13 +237,18 @@ impl<'b> Reader<'b> {
         Ok(s)
     }
 
-    fn remembered(&mut self) -> Result<&'b str, StoreError> {
-        let before = self.at;
-        let s = self.string()?;
-        // A new string (not a reference) joins the table, as the packer remembered it.
-        if self.b[before] & 1 == 0 {
-            self.table.push(s);
+    /// A value of a remembering field: in full (then remembered) or a recent one.
+    fn string(&mut self, field: usize) -> Result<&'b str, StoreError> {
+        let tag = self.varint()?;
+        if tag & 1 == 1 {
+            let slot = usize::try_from(tag >> 1).map_err(|_| corrupt("bad reference"))?;
+            return self
+                .recent
+                .get(field, slot)
+                .ok_or_else(|| corrupt("bad reference"));
         }
+        let s = self.bytes(tag >> 1)?;
+        self.recent.push(field, s);
         Ok(s)
     }
 
@@ -229,15 +273,15 @@ impl<'b> Reader<'b> {
         if present >> OPTIONAL != 0 {
             return Err(corrupt("unknown fields"));
         }
-        let event_id = self.string()?.to_owned();
-        let request_id = self.string()?.to_owned();
-        let event_name = self.remembered()?.to_owned();
-        let event_source = self.remembered()?.to_owned();
-        let region = self.remembered()?.to_owned();
+        let event_id = self.literal()?.to_owned();
+        let request_id = self.literal()?.to_owned();
+        let event_name = self.string(0)?.to_owned();
+        let event_source = self.string(1)?.to_owned();
+        let region = self.string(2)?.to_owned();
         let mut opt: [Option<String>; OPTIONAL] = Default::default();
         for (i, slot) in opt.iter_mut().enumerate() {
             if present & (1 << i) != 0 {
-                *slot = Some(self.remembered()?.to_owned());
+                *slot = Some(self.string(3 + i)?.to_owned());
             }
         }
         let [principal_id, arn, access_key_id, user_name, source_ip, user_agent, error_code, error_message, request_parameters, response_elements, stored_json] =
@@ -318,6 +362,28 @@ mod tests {
     }
 
     #[test]
+    fn alternating_clients_are_referred_to() {
+        // Three clients taking turns: after the first round every repeated field is one byte.
+        let events: Vec<_> = (0..300)
+            .map(|i| {
+                let mut e = record(i);
+                e.user_agent = Some(format!(
+                    "client-{}/1.0 with a long user agent string",
+                    i % 3
+                ));
+                e
+            })
+            .collect();
+        let mut p = Packer::new();
+        for e in &events {
+            p.push(e);
+        }
+        let (blob, ..) = p.finish();
+        assert_eq!(unpack(&blob, "123456789012").unwrap(), events);
+        assert!(blob.len() < 300 * 45, "{}", blob.len());
+    }
+
+    #[test]
     fn damaged_blobs_are_errors_not_panics() {
         let events: Vec<_> = (0..20).map(record).collect();
         let mut p = Packer::new();
@@ -334,7 +400,8 @@ mod tests {
             let _ = unpack(&b, "1");
         }
         assert!(unpack(&[], "1").is_err());
-        assert!(unpack(&[2], "1").is_err());
+        assert!(unpack(&[1], "1").is_err());
+        assert!(unpack(&[VERSION + 1], "1").is_err());
         assert_eq!(unpack(&[VERSION], "1").unwrap(), vec![]);
     }
 }
