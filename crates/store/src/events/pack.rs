@@ -65,6 +65,48 @@ impl<'a> Recent<'a> {
     }
 }
 
+/// The tag of an id stored as 16 bytes (a reference tag, which ids never use otherwise).
+const UUID_TAG: u64 = 1;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The 16 bytes of a UUID in its lowercase hyphenated form (the form that round-trips exactly).
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hi = HEX.iter().position(|&h| h == b[i])?;
+        let lo = HEX.iter().position(|&h| h == b[i + 1])?;
+        out[n] = (hi as u8) << 4 | lo as u8;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+fn uuid_string(b: &[u8]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(HEX[usize::from(byte >> 4)]));
+        s.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    s
+}
+
 /// Builds one blob from events in stored order.
 pub(crate) struct Packer<'a> {
     out: Vec<u8>,
@@ -107,9 +149,9 @@ impl<'a> Packer<'a> {
             .filter(|(_, v)| v.is_some())
             .fold(0u64, |acc, (i, _)| acc | 1 << i);
         varint(&mut self.out, present);
-        // Ids are unique per event: never worth remembering.
-        self.literal(&e.event_id);
-        self.literal(&e.request_id);
+        // Ids are unique per event: never worth remembering, but a UUID fits in 16 bytes.
+        self.id(&e.event_id);
+        self.id(&e.request_id);
         self.string(0, &e.event_name);
         self.string(1, &e.event_source);
         self.string(2, &e.region);
@@ -123,6 +165,17 @@ impl<'a> Packer<'a> {
     fn literal(&mut self, s: &str) {
         varint(&mut self.out, (s.len() as u64) << 1);
         self.out.extend_from_slice(s.as_bytes());
+    }
+
+    /// An id: tag [`UUID_TAG`] and 16 bytes for a lowercase hyphenated UUID, else a literal.
+    fn id(&mut self, s: &str) {
+        match uuid_bytes(s) {
+            Some(b) => {
+                varint(&mut self.out, UUID_TAG);
+                self.out.extend_from_slice(&b);
+            }
+            None => self.literal(s),
+        }
     }
 
     fn string(&mut self, field: usize, s: &'a str) {
@@ -216,13 +269,23 @@ impl<'b> Reader<'b> {
         Err(corrupt("a number is too long"))
     }
 
-    /// A value written in full.
-    fn literal(&mut self) -> Result<&'b str, StoreError> {
+    /// An id: 16 bytes of a UUID, or written in full.
+    fn id(&mut self) -> Result<String, StoreError> {
         let tag = self.varint()?;
+        if tag == UUID_TAG {
+            let end = self
+                .at
+                .checked_add(16)
+                .filter(|&e| e <= self.b.len())
+                .ok_or_else(|| corrupt("cut short"))?;
+            let s = uuid_string(&self.b[self.at..end]);
+            self.at = end;
+            return Ok(s);
+        }
         if tag & 1 == 1 {
             return Err(corrupt("a reference where a value belongs"));
         }
-        self.bytes(tag >> 1)
+        Ok(self.bytes(tag >> 1)?.to_owned())
     }
 
     fn bytes(&mut self, len: u64) -> Result<&'b str, StoreError> {
@@ -273,8 +336,8 @@ impl<'b> Reader<'b> {
         if present >> OPTIONAL != 0 {
             return Err(corrupt("unknown fields"));
         }
-        let event_id = self.literal()?.to_owned();
-        let request_id = self.literal()?.to_owned();
+        let event_id = self.id()?;
+        let request_id = self.id()?;
         let event_name = self.string(0)?.to_owned();
         let event_source = self.string(1)?.to_owned();
         let region = self.string(2)?.to_owned();
@@ -342,7 +405,12 @@ mod tests {
             error_message: (i == 5).then(|| "no".into()),
             request_parameters: (i == 7).then(|| "{\"userName\":\"bob\"}".into()),
             response_elements: None,
-            request_id: format!("req-{i}"),
+            request_id: match i % 3 {
+                0 => format!("req-{i}"),
+                1 => format!("0192f0a1-7c3e-7abc-9def-{i:012}"),
+                // Upper case: not the canonical form, so kept as text.
+                _ => format!("0192F0A1-7C3E-7ABC-9DEF-{i:012}"),
+            },
             stored_json: (i == 9).then(|| "{\"eventVersion\":\"1.08\"}".into()),
         }
     }
@@ -380,7 +448,26 @@ mod tests {
         }
         let (blob, ..) = p.finish();
         assert_eq!(unpack(&blob, "123456789012").unwrap(), events);
-        assert!(blob.len() < 300 * 45, "{}", blob.len());
+        assert!(blob.len() < 300 * 50, "{}", blob.len());
+    }
+
+    #[test]
+    fn canonical_uuids_take_sixteen_bytes() {
+        let size = |id: &str| {
+            let mut e = record(1);
+            e.event_id = id.to_owned();
+            e.request_id = id.to_owned();
+            let mut p = Packer::new();
+            p.push(&e);
+            let (blob, ..) = p.finish();
+            assert_eq!(unpack(&blob, "123456789012").unwrap(), vec![e]);
+            blob.len()
+        };
+        let lower = size("0192f0a1-7c3e-7abc-9def-0123456789ab");
+        let upper = size("0192F0A1-7C3E-7ABC-9DEF-0123456789AB");
+        // Tag + 16 bytes instead of length + 36 characters, twice.
+        assert_eq!(upper - lower, 2 * (37 - 17));
+        assert_eq!(size("not-a-uuid") + 2 * (37 - 11), upper);
     }
 
     #[test]
