@@ -86,13 +86,20 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
             i += 1;
             continue;
         }
-        let hi = HEX.iter().position(|&h| h == b[i])?;
-        let lo = HEX.iter().position(|&h| h == b[i + 1])?;
-        out[n] = (hi as u8) << 4 | lo as u8;
+        out[n] = hex_digit(b[i])? << 4 | hex_digit(b[i + 1])?;
         n += 1;
         i += 2;
     }
     Some(out)
+}
+
+/// The value of a lowercase hex digit.
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
 }
 
 fn uuid_string(b: &[u8]) -> String {

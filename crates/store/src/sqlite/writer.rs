@@ -106,8 +106,29 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
+/// Niceness of the writer thread (Linux): below the threads answering requests.
+#[cfg(target_os = "linux")]
+const WRITER_NICE: i32 = 10;
+
+/// Gives this thread a lower CPU priority than the request threads, so that on a server with few
+/// cores the writer's batches (audit events, last-used updates, WAL checkpoints) yield the core to
+/// requests in progress rather than take whole time slices from them. The writer needs a few per
+/// cent of a core (about 3 % at 65k audited requests/s), which nice 10 still gives it (about a tenth
+/// of a saturated core), and all of it when requests leave the core idle. Measured effect on the
+/// p99 of GetCallerIdentity with the audit trail on one core: 1.44 ms against 1.5-2.2 ms in earlier
+/// runs, within the run-to-run spread, so it is kept for the reason above rather than for a proven
+/// gain. Only the calling thread changes on Linux (`setpriority` on a thread id); elsewhere nothing
+/// is done. Failure is harmless and ignored.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WRITER_NICE);
+    }
+}
+
 /// The writer thread's loop: runs until a [`Msg::Close`] or until every sender is gone.
 pub(super) fn run(mut conn: Connection, queue: Receiver<Msg>) {
+    lower_priority();
     let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_BATCH);
     loop {
         let mut closing = None;
