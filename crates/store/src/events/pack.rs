@@ -107,7 +107,8 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-fn uuid_string(b: &[u8]) -> String {
+/// The lowercase hyphenated form of 16 bytes.
+pub(crate) fn uuid_string(b: &[u8]) -> String {
     let mut s = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
