@@ -2,18 +2,19 @@
 //! one writer task to a hash-chained JSON-lines file (`--audit-log`) and to the store (for
 //! `LookupEvents`), in batches (group commit).
 //!
-//! Requests hand their event to a bounded channel. A request whose action changed state waits
-//! until the batch holding its event is durable (file fsynced and store transaction committed)
-//! before its answer is sent; read-only calls and failures only wait for room in the channel. When
-//! the channel is full every request waits (backpressure): nothing is dropped while the writer
-//! runs. See docs/audit.md.
+//! Each request packs its event into the pending batch for the store itself (no record is built)
+//! and sends the writer a message through a bounded channel only for its log line or when it waits:
+//! a request whose action changed state waits until the batch holding its event is durable (file
+//! fsynced and store transaction committed) before its answer is sent; read-only calls and failures
+//! only wait for room. When the pending batch or the channel is full every request waits
+//! (backpressure): nothing is dropped while the writer runs. See docs/audit.md.
 
 pub mod chain;
 mod elements;
 
 use crate::caller::{Caller, Identity};
 use keyward_protocol::time::iso8601;
-use keyward_store::{new_event_id, AuditRecord, IdentityType, Store};
+use keyward_store::{new_event_id, AuditRecord, EventBatch, EventRef, IdentityType, Store};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,7 +30,7 @@ pub(crate) use elements::camel;
 pub const EVENT_VERSION: &str = "1.08";
 /// Default days events stay in the store (CloudTrail's LookupEvents window).
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
-/// Default capacity of the channel between requests and the writer.
+/// Default of [`AuditConfig::queue`].
 pub const DEFAULT_QUEUE: usize = 16 * 1024;
 /// Most events in one batch.
 const MAX_BATCH: usize = 4096;
@@ -60,7 +61,7 @@ pub struct AuditConfig {
     pub log: Option<AuditLog>,
     /// How long events stay in the store; zero keeps none there (and LookupEvents finds nothing).
     pub retention: Duration,
-    /// Capacity of the channel to the writer.
+    /// Most events waiting for the writer (pending for the store, and messages in the channel).
     pub queue: usize,
 }
 
@@ -152,66 +153,74 @@ pub fn request_parameters<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) 
 }
 
 impl AuditEvent {
-    /// The event as the store keeps it and the log renders it: a new event id for its time, the
-    /// identity spelled out, `responseElements` taken from the XML answer with secrets removed.
-    /// Strings are moved, not copied.
-    pub fn into_record(self) -> AuditRecord {
+    /// The event as the store and the log take it: `f` gets a view borrowing this event (the few
+    /// parts it lacks, such as the event id and the ARN of root, are made on the way).
+    pub fn with_event<R>(&self, f: impl FnOnce(&EventRef<'_>) -> R) -> R {
+        let event_id = new_event_id(self.time);
+        let key_account;
+        let root_arn;
         let (identity_type, principal_id, arn, account_id, access_key_id, user_name, session) =
-            match self.principal {
+            match &self.principal {
                 Principal::Caller(c) => {
-                    let kind = match c.identity {
-                        Identity::Root => IdentityType::Root,
-                        Identity::User { .. } => IdentityType::IamUser,
-                    };
-                    let principal = c.user_id().to_owned();
-                    let arn = c.arn();
-                    let session = c.is_session();
-                    let Caller {
-                        account_id,
-                        identity,
-                        access_key_id,
-                        ..
-                    } = c;
-                    let user = match identity {
-                        Identity::Root => None,
-                        Identity::User { name, .. } => Some(name),
+                    let (kind, arn, user) = match &c.identity {
+                        Identity::Root => {
+                            root_arn = c.arn();
+                            (IdentityType::Root, root_arn.as_str(), None)
+                        }
+                        Identity::User { name, arn, .. } => {
+                            (IdentityType::IamUser, arn.as_str(), Some(name.as_str()))
+                        }
                     };
                     (
                         kind,
-                        Some(principal),
+                        Some(c.user_id()),
                         Some(arn),
-                        Some(account_id),
-                        Some(access_key_id),
+                        Some(c.account_id.as_str()),
+                        Some(c.access_key_id.as_str()),
                         user,
-                        session,
+                        c.is_session(),
                     )
                 }
-                Principal::Key(key) => (
-                    IdentityType::Unknown,
-                    None,
-                    None,
-                    keyward_ids::account_of_key_id(&key),
-                    Some(key),
-                    None,
-                    false,
-                ),
+                Principal::Key(key) => {
+                    key_account = keyward_ids::account_of_key_id(key);
+                    (
+                        IdentityType::Unknown,
+                        None,
+                        None,
+                        key_account.as_deref(),
+                        Some(key.as_str()),
+                        None,
+                        false,
+                    )
+                }
                 Principal::Anonymous => {
                     (IdentityType::Unknown, None, None, None, None, None, false)
                 }
             };
-        let (error_code, error_message) = match self.error {
-            Some((c, m)) => (Some(c), Some(m)),
-            None => (None, None),
+        let source;
+        let event_source = match self.service.as_str() {
+            "sts" => "sts.amazonaws.com",
+            "iam" => "iam.amazonaws.com",
+            "s3" => "s3.amazonaws.com",
+            "cloudtrail" => "cloudtrail.amazonaws.com",
+            other => {
+                source = format!("{other}.amazonaws.com");
+                source.as_str()
+            }
         };
-        let mut event_source = self.service;
-        event_source.push_str(".amazonaws.com");
-        AuditRecord {
+        let request_parameters = self.request_parameters.as_ref().map(Value::to_string);
+        let response_elements = self
+            .response_xml
+            .as_deref()
+            .and_then(elements::response_elements)
+            .map(|v| v.to_string());
+        f(&EventRef {
             account_id,
             time: self.time,
-            event_id: new_event_id(self.time),
-            event_name: self.event_name,
+            event_id: &event_id,
+            event_name: &self.event_name,
             event_source,
-            region: self.region,
+            region: &self.region,
             identity_type,
             principal_id,
             arn,
@@ -219,27 +228,28 @@ impl AuditEvent {
             user_name,
             session,
             read_only: self.read_only,
-            source_ip: self.source_ip,
-            user_agent: self.user_agent,
-            error_code,
-            error_message,
-            request_parameters: self.request_parameters.map(|v| v.to_string()),
-            response_elements: self
-                .response_xml
-                .as_deref()
-                .and_then(elements::response_elements)
-                .map(|v| v.to_string()),
-            request_id: self.request_id,
+            source_ip: self.source_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            error_code: self.error.as_ref().map(|(c, _)| c.as_str()),
+            error_message: self.error.as_ref().map(|(_, m)| m.as_str()),
+            request_parameters: request_parameters.as_deref(),
+            response_elements: response_elements.as_deref(),
+            request_id: &self.request_id,
             stored_json: None,
-        }
+        })
+    }
+
+    /// The event as a record (a new event id included).
+    pub fn into_record(self) -> AuditRecord {
+        self.with_event(|e| e.to_record())
     }
 }
 
 /// The CloudTrail event JSON (one line, CloudTrail's field order) of a record; an event stored
 /// before schema 3 comes back exactly as it was written then.
-pub fn cloudtrail_json(r: &AuditRecord) -> String {
-    if let Some(json) = &r.stored_json {
-        return json.clone();
+pub fn cloudtrail_json(r: &EventRef<'_>) -> String {
+    if let Some(json) = r.stored_json {
+        return json.to_owned();
     }
     let mut o = String::with_capacity(768);
     o.push_str("{\"eventVersion\":\"");
@@ -247,37 +257,37 @@ pub fn cloudtrail_json(r: &AuditRecord) -> String {
     o.push_str("\",\"userIdentity\":{\"type\":\"");
     o.push_str(r.identity_type.as_str());
     o.push('"');
-    field(&mut o, "principalId", r.principal_id.as_deref());
-    field(&mut o, "arn", r.arn.as_deref());
-    field(&mut o, "accountId", r.account_id.as_deref());
-    field(&mut o, "accessKeyId", r.access_key_id.as_deref());
-    field(&mut o, "userName", r.user_name.as_deref());
+    field(&mut o, "principalId", r.principal_id);
+    field(&mut o, "arn", r.arn);
+    field(&mut o, "accountId", r.account_id);
+    field(&mut o, "accessKeyId", r.access_key_id);
+    field(&mut o, "userName", r.user_name);
     if r.session {
         o.push_str(",\"sessionContext\":{\"attributes\":{\"mfaAuthenticated\":\"false\"}}");
     }
     o.push_str("},\"eventTime\":\"");
     o.push_str(&iso8601(r.time));
     o.push('"');
-    field(&mut o, "eventSource", Some(&r.event_source));
-    field(&mut o, "eventName", Some(&r.event_name));
-    field(&mut o, "awsRegion", Some(&r.region));
-    nullable(&mut o, "sourceIPAddress", r.source_ip.as_deref());
-    nullable(&mut o, "userAgent", r.user_agent.as_deref());
-    field(&mut o, "errorCode", r.error_code.as_deref());
-    field(&mut o, "errorMessage", r.error_message.as_deref());
+    field(&mut o, "eventSource", Some(r.event_source));
+    field(&mut o, "eventName", Some(r.event_name));
+    field(&mut o, "awsRegion", Some(r.region));
+    nullable(&mut o, "sourceIPAddress", r.source_ip);
+    nullable(&mut o, "userAgent", r.user_agent);
+    field(&mut o, "errorCode", r.error_code);
+    field(&mut o, "errorMessage", r.error_message);
     o.push_str(",\"requestParameters\":");
-    o.push_str(r.request_parameters.as_deref().unwrap_or("null"));
+    o.push_str(r.request_parameters.unwrap_or("null"));
     o.push_str(",\"responseElements\":");
-    o.push_str(r.response_elements.as_deref().unwrap_or("null"));
-    field(&mut o, "requestID", Some(&r.request_id));
-    field(&mut o, "eventID", Some(&r.event_id));
+    o.push_str(r.response_elements.unwrap_or("null"));
+    field(&mut o, "requestID", Some(r.request_id));
+    field(&mut o, "eventID", Some(r.event_id));
     o.push_str(if r.read_only {
         ",\"readOnly\":true"
     } else {
         ",\"readOnly\":false"
     });
     o.push_str(",\"eventType\":\"AwsApiCall\",\"managementEvent\":true");
-    nullable(&mut o, "recipientAccountId", r.account_id.as_deref());
+    nullable(&mut o, "recipientAccountId", r.account_id);
     o.push_str(",\"eventCategory\":\"Management\"}");
     o
 }
@@ -361,27 +371,102 @@ impl AuditStats {
 }
 
 enum Msg {
-    /// An event: its JSON line when a log is written and its record when the store keeps it, both
-    /// made by the request so the writer's batches do not hold the runtime for milliseconds.
-    Event(
-        Option<String>,
-        Option<Box<AuditRecord>>,
-        Option<oneshot::Sender<()>>,
-    ),
+    /// An event's JSON line when a log is written, and whoever waits for the event to be durable.
+    /// (Events the store keeps are packed into [`Shared::pending`] by the request itself.)
+    Event(Option<String>, Option<oneshot::Sender<()>>),
     Close(oneshot::Sender<()>),
 }
 
+/// Events packed by requests for the store, waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    batch: EventBatch,
+    /// Events recorded without a channel message (counted when the writer takes them).
+    quiet: u64,
+    /// The writer took its last batch: events recorded now are lost (and counted as dropped).
+    closed: bool,
+}
+
+/// What requests and the writer share besides the channel.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Most events [`Shared::pending`] holds before requests wait for the writer.
+    limit: usize,
+    /// Wakes an idle writer: the first event of a new batch was packed.
+    start: Notify,
+    /// Ends the writer's linger early (an event someone waits for, a shutdown, a filling batch).
+    wake: Notify,
+    /// The writer took the pending batch: room for more.
+    room: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits while the pending batch is full (backpressure: nothing is dropped while the writer
+    /// runs).
+    async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.lock().batch.len() < self.limit {
+                return;
+            }
+            self.wake.notify_one();
+            room.await;
+        }
+    }
+
+    /// Packs an event (if it has an account to go to); with `quiet` (no channel message will
+    /// follow) counts it too and wakes an idle writer. False once the writer has stopped.
+    fn push(&self, e: Option<&EventRef<'_>>, quiet: bool) -> bool {
+        let (idle, len) = {
+            let mut p = self.lock();
+            if p.closed {
+                return false;
+            }
+            let idle = p.batch.is_empty() && p.quiet == 0;
+            if let Some(e) = e {
+                p.batch.push(e);
+            }
+            if !quiet {
+                return true;
+            }
+            p.quiet += 1;
+            (idle, p.batch.len())
+        };
+        if idle {
+            self.start.notify_one();
+        }
+        if len >= self.limit / 2 {
+            self.wake.notify_one();
+        }
+        true
+    }
+}
+
 /// The handle requests use to record events.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auditor {
     tx: mpsc::Sender<Msg>,
-    /// Ends the writer's linger early (an event someone waits for, a shutdown, a filling channel).
-    wake: Arc<Notify>,
+    shared: Arc<Shared>,
     stats: Arc<AuditStats>,
     /// A log file is written: events are rendered as JSON.
     log: bool,
     /// Events are kept in the store.
     keep: bool,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("log", &self.log)
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Sink {
@@ -419,13 +504,20 @@ impl Auditor {
                 (Some(Sink::File(f)), head)
             }
         };
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let queue = config.queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
         let stats = Arc::new(AuditStats::default());
         let keep = !config.retention.is_zero();
-        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            limit: queue,
+            start: Notify::new(),
+            wake: Notify::new(),
+            room: Notify::new(),
+        });
         tokio::spawn(writer(
             rx,
-            Arc::clone(&wake),
+            Arc::clone(&shared),
             sink,
             head,
             keep.then(|| store.clone()),
@@ -436,7 +528,7 @@ impl Auditor {
         }
         Ok(Auditor {
             tx,
-            wake,
+            shared,
             stats,
             log: config.log.is_some(),
             keep,
@@ -449,29 +541,42 @@ impl Auditor {
     }
 
     /// Records an event; with `durable`, returns once it is written (file fsynced, store
-    /// committed). Waits while the channel is full.
+    /// committed). Waits while the writer is that far behind (the channel or the pending batch
+    /// full).
     pub async fn record(&self, event: AuditEvent, durable: bool) {
+        if self.tx.is_closed() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.keep {
+            self.shared.wait_for_room().await;
+        }
+        // The store's copy is packed here, by the request, with no record of its own: the
+        // writer's batches then cost one blob per account instead of thousands of records.
+        let (json, pushed) = event.with_event(|e| {
+            let json = self.log.then(|| cloudtrail_json(e));
+            let quiet = json.is_none() && !durable;
+            (json, self.shared.push(self.keep.then_some(e), quiet))
+        });
+        if !pushed {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if json.is_none() && !durable {
+            return;
+        }
         let (ack, done) = if durable {
             let (a, d) = oneshot::channel();
             (Some(a), Some(d))
         } else {
             (None, None)
         };
-        let sent = self
-            .tx
-            .send({
-                let record = event.into_record();
-                let json = self.log.then(|| cloudtrail_json(&record));
-                let record = (self.keep && record.account_id.is_some()).then(|| Box::new(record));
-                Msg::Event(json, record, ack)
-            })
-            .await;
-        if sent.is_err() {
+        if self.tx.send(Msg::Event(json, ack)).await.is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if durable || self.tx.capacity() < self.tx.max_capacity() / 2 {
-            self.wake.notify_one();
+            self.shared.wake.notify_one();
         }
         if let Some(d) = done {
             let _ = d.await;
@@ -482,7 +587,7 @@ impl Auditor {
     pub async fn close(&self) {
         let (a, d) = oneshot::channel();
         if self.tx.send(Msg::Close(a)).await.is_ok() {
-            self.wake.notify_one();
+            self.shared.wake.notify_one();
             let _ = d.await;
         }
     }
@@ -490,7 +595,7 @@ impl Auditor {
 
 async fn writer(
     mut rx: mpsc::Receiver<Msg>,
-    wake: Arc<Notify>,
+    shared: Arc<Shared>,
     sink: Option<Sink>,
     mut head: chain::ChainHead,
     store: Option<Store>,
@@ -498,12 +603,19 @@ async fn writer(
 ) {
     let sink = sink.map(|s| Arc::new(Mutex::new(s)));
     let mut batch = Vec::new();
-    let urgent = |m: &Msg| matches!(m, Msg::Event(_, _, Some(_)) | Msg::Close(_));
+    let urgent = |m: &Msg| matches!(m, Msg::Event(_, Some(_)) | Msg::Close(_));
     loop {
-        let Some(first) = rx.recv().await else { return };
+        // Something to write: a message, or events packed into an empty pending batch.
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => Some(m),
+                None => return,
+            },
+            () = shared.start.notified() => None,
+        };
         let deadline = tokio::time::Instant::now() + LINGER;
-        let mut now = urgent(&first);
-        batch.push(first);
+        let mut now = first.as_ref().is_some_and(urgent);
+        batch.extend(first);
         let mut drain = |batch: &mut Vec<Msg>, now: &mut bool| {
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -518,25 +630,33 @@ async fn writer(
         drain(&mut batch, &mut now);
         if !now && batch.len() < MAX_BATCH {
             // Sleep through the linger instead of waking for every event sent meanwhile (that
-            // was a task wake-up per request); a request that waits for its event, a shutdown or
-            // a half-full channel wakes the writer early.
+            // was a task wake-up per request); a request that waits for its event, a shutdown,
+            // a half-full channel or a half-full pending batch wakes the writer early.
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                () = wake.notified() => {}
+                () = shared.wake.notified() => {}
             }
             drain(&mut batch, &mut now);
         }
+        // Taken after the messages: an event whose message was drained is in it (a request packs
+        // its event before it sends its message).
+        let last = batch.iter().any(|m| matches!(m, Msg::Close(_)));
+        let (events, quiet) = {
+            let mut p = shared.lock();
+            p.closed = last;
+            (std::mem::take(&mut p.batch), std::mem::take(&mut p.quiet))
+        };
+        shared.room.notify_waiters();
+        stats.events.fetch_add(quiet, Ordering::Relaxed);
         let mut text = String::new();
-        let mut records = Vec::new();
         let mut acks = Vec::new();
         let mut closing = Vec::new();
         for m in batch.drain(..) {
             match m {
-                Msg::Event(json, record, ack) => {
+                Msg::Event(json, ack) => {
                     if let (Some(_), Some(json)) = (&sink, json) {
                         text.push_str(&head.link(&json));
                     }
-                    records.extend(record.map(|r| *r));
                     acks.extend(ack);
                     stats.events.fetch_add(1, Ordering::Relaxed);
                 }
@@ -566,12 +686,12 @@ async fn writer(
         };
         let store_write = async {
             let Some(store) = &store else { return Ok(()) };
-            if records.is_empty() {
+            if events.is_empty() {
                 return Ok(());
             }
             let mut delay = Duration::from_millis(50);
             loop {
-                match store.append_events(&records).await {
+                match store.append_batch(&events).await {
                     Ok(()) => return Ok(()),
                     Err(e) if delay > Duration::from_secs(2) => return Err(e),
                     Err(_) => {
@@ -593,11 +713,6 @@ async fn writer(
         }
         for a in acks {
             let _ = a.send(());
-        }
-        // Freeing thousands of records takes a while too: in slices, letting requests run between.
-        while records.len() > 256 {
-            records.truncate(records.len() - 256);
-            tokio::task::yield_now().await;
         }
         if !closing.is_empty() {
             for c in closing {
@@ -632,6 +747,7 @@ async fn pruner(store: Store, retention: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyward_store::{EventFilter, EventQuery};
     use std::time::UNIX_EPOCH;
 
     fn caller() -> Caller {
@@ -675,7 +791,7 @@ mod tests {
     #[test]
     fn an_event_has_cloudtrails_shape_and_no_secret() {
         let record = event(Principal::Caller(caller())).into_record();
-        let json = cloudtrail_json(&record);
+        let json = cloudtrail_json(&record.as_event());
         assert!(
             !json.contains("SHHH") && !json.contains("hunter2"),
             "{json}"
@@ -715,7 +831,7 @@ mod tests {
         let mut ev = event(Principal::Anonymous);
         ev.user_agent = Some(nasty.into());
         ev.error = Some(("Code".into(), nasty.into()));
-        let json = cloudtrail_json(&ev.into_record());
+        let json = cloudtrail_json(&ev.into_record().as_event());
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["userAgent"], nasty);
         assert_eq!(v["errorMessage"], nasty);
@@ -731,7 +847,7 @@ mod tests {
         ev.error = Some(("InvalidClientTokenId".into(), "bad".into()));
         ev.response_xml = None;
         let record = ev.into_record();
-        let v: Value = serde_json::from_str(&cloudtrail_json(&record)).unwrap();
+        let v: Value = serde_json::from_str(&cloudtrail_json(&record.as_event())).unwrap();
         assert_eq!(v["userIdentity"]["type"], "Unknown");
         assert_eq!(v["userIdentity"]["accountId"], "210987654321");
         assert_eq!(v["userIdentity"]["accessKeyId"], key.as_str());
@@ -760,5 +876,80 @@ mod tests {
         ] {
             assert!(!is_read_only(op), "{op}");
         }
+    }
+
+    async fn count_events(store: &Store, account_id: &str, filter: Option<EventFilter>) -> usize {
+        let mut n = 0;
+        let mut next_token = None;
+        loop {
+            let page = store
+                .lookup_events(&EventQuery {
+                    account_id: account_id.to_owned(),
+                    filter: filter.clone(),
+                    start: None,
+                    end: None,
+                    max_results: 50,
+                    next_token,
+                })
+                .await
+                .unwrap();
+            n += page.events.len();
+            next_token = page.next_token;
+            if next_token.is_none() {
+                return n;
+            }
+        }
+    }
+
+    /// Every event recorded reaches the store, a durable one before `record` returns, also while
+    /// requests wait for room in a full pending batch; after `close`, events are counted as
+    /// dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_stores_every_event_and_durable_ones_before_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(
+            &dir.path().join("keyward.db"),
+            keyward_store::MasterKey::generate(),
+        )
+        .await
+        .unwrap();
+        let account = caller().account_id;
+        store.create_account("audit", Some(&account)).await.unwrap();
+        // A pending batch of 64 events: 2,000 events from 8 tasks fill it many times over.
+        let config = AuditConfig {
+            queue: 64,
+            ..AuditConfig::default()
+        };
+        let auditor = Auditor::start(config, store.clone()).unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let a = auditor.clone();
+                tokio::spawn(async move {
+                    for i in 0..250 {
+                        let mut e = event(Principal::Caller(caller()));
+                        e.time = SystemTime::now();
+                        e.event_name = "GetCallerIdentity".into();
+                        e.read_only = true;
+                        e.request_id = format!("req-{t}-{i}");
+                        a.record(e, false).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut e = event(Principal::Caller(caller()));
+        e.time = SystemTime::now();
+        auditor.record(e, true).await;
+        let changes = Some(EventFilter::EventName("CreateAccessKey".into()));
+        assert_eq!(count_events(&store, &account, changes).await, 1);
+        auditor.close().await;
+        assert_eq!(count_events(&store, &account, None).await, 2001);
+        assert_eq!(auditor.stats().events.load(Ordering::Relaxed), 2001);
+        assert!(auditor.stats().batches.load(Ordering::Relaxed) >= 2001 / 64);
+        auditor.record(event(Principal::Anonymous), false).await;
+        assert_eq!(auditor.stats().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(count_events(&store, &account, None).await, 2001);
     }
 }

@@ -64,7 +64,7 @@ pub(crate) async fn handle(
                 .unwrap_or(Duration::ZERO)
                 .as_millis() as f64
                 / 1000.0;
-            let body = crate::audit::cloudtrail_json(e);
+            let body = crate::audit::cloudtrail_json(&e.as_event());
             let mut m = Map::new();
             m.insert("EventId".into(), e.event_id.clone().into());
             m.insert("EventName".into(), e.event_name.clone().into());

@@ -96,6 +96,113 @@ pub struct AuditRecord {
     pub stored_json: Option<String>,
 }
 
+/// An event to be stored, borrowed from wherever its parts live (see [`AuditRecord`] for what each
+/// field means). Requests pack their event from this view without copying it into a record first.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    /// The trail's account (`None`: not stored).
+    pub account_id: Option<&'a str>,
+    /// When the call was made.
+    pub time: SystemTime,
+    /// CloudTrail's `eventID`.
+    pub event_id: &'a str,
+    /// The operation.
+    pub event_name: &'a str,
+    /// E.g. `iam.amazonaws.com`.
+    pub event_source: &'a str,
+    /// The credential scope's region.
+    pub region: &'a str,
+    /// `userIdentity.type`.
+    pub identity_type: IdentityType,
+    /// `userIdentity.principalId`.
+    pub principal_id: Option<&'a str>,
+    /// `userIdentity.arn`.
+    pub arn: Option<&'a str>,
+    /// The access key the request was signed with.
+    pub access_key_id: Option<&'a str>,
+    /// The IAM user name.
+    pub user_name: Option<&'a str>,
+    /// Signed with session credentials.
+    pub session: bool,
+    /// True for calls that change nothing.
+    pub read_only: bool,
+    /// The client's address.
+    pub source_ip: Option<&'a str>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<&'a str>,
+    /// The error code answered.
+    pub error_code: Option<&'a str>,
+    /// The error message answered.
+    pub error_message: Option<&'a str>,
+    /// `requestParameters` JSON.
+    pub request_parameters: Option<&'a str>,
+    /// `responseElements` JSON.
+    pub response_elements: Option<&'a str>,
+    /// The request id answered.
+    pub request_id: &'a str,
+    /// JSON kept verbatim from schema 2.
+    pub stored_json: Option<&'a str>,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> AuditRecord {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        AuditRecord {
+            account_id: own(self.account_id),
+            time: self.time,
+            event_id: self.event_id.to_owned(),
+            event_name: self.event_name.to_owned(),
+            event_source: self.event_source.to_owned(),
+            region: self.region.to_owned(),
+            identity_type: self.identity_type,
+            principal_id: own(self.principal_id),
+            arn: own(self.arn),
+            access_key_id: own(self.access_key_id),
+            user_name: own(self.user_name),
+            session: self.session,
+            read_only: self.read_only,
+            source_ip: own(self.source_ip),
+            user_agent: own(self.user_agent),
+            error_code: own(self.error_code),
+            error_message: own(self.error_message),
+            request_parameters: own(self.request_parameters),
+            response_elements: own(self.response_elements),
+            request_id: self.request_id.to_owned(),
+            stored_json: own(self.stored_json),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// The record as an [`EventRef`].
+    pub fn as_event(&self) -> EventRef<'_> {
+        EventRef {
+            account_id: self.account_id.as_deref(),
+            time: self.time,
+            event_id: &self.event_id,
+            event_name: &self.event_name,
+            event_source: &self.event_source,
+            region: &self.region,
+            identity_type: self.identity_type,
+            principal_id: self.principal_id.as_deref(),
+            arn: self.arn.as_deref(),
+            access_key_id: self.access_key_id.as_deref(),
+            user_name: self.user_name.as_deref(),
+            session: self.session,
+            read_only: self.read_only,
+            source_ip: self.source_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            error_code: self.error_code.as_deref(),
+            error_message: self.error_message.as_deref(),
+            request_parameters: self.request_parameters.as_deref(),
+            response_elements: self.response_elements.as_deref(),
+            request_id: &self.request_id,
+            stored_json: self.stored_json.as_deref(),
+        }
+    }
+}
+
 /// The millisecond a keyward event id was made for: ids are UUIDs whose first 48 bits are the
 /// event's Unix time in milliseconds (the layout of UUID version 7). `None` for any other id.
 pub fn event_id_time(id: &str) -> Option<i64> {
@@ -181,6 +288,7 @@ pub(crate) const MAX_EVENTS_PER_BATCH: usize = 4096;
 const BATCHES_PER_FETCH: usize = 8;
 
 /// One account's share of an appended batch, packed ([`pack`]).
+#[derive(Clone)]
 pub(crate) struct PackedBatch {
     pub(crate) account_id: String,
     pub(crate) min_ms: i64,
@@ -273,15 +381,21 @@ impl Store {
     /// [`MAX_EVENTS_PER_BATCH`] events). Events without an account, or of accounts that do not
     /// exist (a made-up key id encodes any account), are skipped. Durable when it returns.
     pub async fn append_events(&self, events: &[AuditRecord]) -> Result<(), StoreError> {
-        let mut builder = BatchBuilder::new();
+        let mut batch = EventBatch::new();
         for (i, e) in events.iter().enumerate() {
             // Packing thousands of events takes a millisecond or more: let requests run meanwhile.
             if i % 256 == 255 {
                 tokio::task::yield_now().await;
             }
-            builder.push(e);
+            batch.push(&e.as_event());
         }
-        let batches = builder.finish();
+        self.append_batch(&batch).await
+    }
+
+    /// Stores the events of a batch packed beforehand, like [`Store::append_events`]. The batch is
+    /// left as it was (a failed write can be tried again).
+    pub async fn append_batch(&self, batch: &EventBatch) -> Result<(), StoreError> {
+        let batches = batch.packed();
         if batches.is_empty() {
             return Ok(());
         }
@@ -413,52 +527,80 @@ impl Store {
     }
 }
 
-/// Packs events into one batch per account (a new batch every [`MAX_EVENTS_PER_BATCH`]), keeping
-/// their order; events without an account are left out.
-pub(crate) struct BatchBuilder<'a> {
-    open: Vec<(&'a str, pack::Packer<'a>)>,
+/// Events packed as they come, one blob per account (a new one every [`MAX_EVENTS_PER_BATCH`]
+/// events), in the order pushed; stored by [`Store::append_batch`]. Packing copies what it keeps,
+/// so an event can be pushed straight from the request that made it, without a record of its own.
+#[derive(Clone, Default)]
+pub struct EventBatch {
+    open: Vec<(String, pack::Packer)>,
     done: Vec<PackedBatch>,
+    events: usize,
 }
 
-impl<'a> BatchBuilder<'a> {
-    pub(crate) fn new() -> Self {
-        BatchBuilder {
-            open: Vec::new(),
-            done: Vec::new(),
-        }
+impl std::fmt::Debug for EventBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBatch")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub(crate) fn push(&mut self, e: &'a AuditRecord) {
-        let Some(account) = e.account_id.as_deref() else {
-            return;
+    /// Adds an event; one without an account is left out (returns false).
+    pub fn push(&mut self, e: &EventRef<'_>) -> bool {
+        let Some(account) = e.account_id else {
+            return false;
         };
-        let i = match self.open.iter().position(|(a, _)| *a == account) {
+        let i = match self.open.iter().position(|(a, _)| a == account) {
             Some(i) => i,
             None => {
-                self.open.push((account, pack::Packer::new()));
+                self.open.push((account.to_owned(), pack::Packer::new()));
                 self.open.len() - 1
             }
         };
         let packer = &mut self.open[i].1;
         packer.push(e);
+        self.events += 1;
         if packer.len() >= MAX_EVENTS_PER_BATCH {
             let (account, full) = self.open.swap_remove(i);
             self.done.push(packed(account, full));
         }
+        true
     }
 
-    pub(crate) fn finish(mut self) -> Vec<PackedBatch> {
+    /// Events pushed (and kept).
+    pub fn len(&self) -> usize {
+        self.events
+    }
+
+    /// True when no event was kept.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// The blobs to store, the batch left as it is.
+    pub(crate) fn packed(&self) -> Vec<PackedBatch> {
+        self.clone().finish()
+    }
+
+    pub(crate) fn finish(self) -> Vec<PackedBatch> {
+        let mut done = self.done;
         for (account, p) in self.open {
-            self.done.push(packed(account, p));
+            done.push(packed(account, p));
         }
-        self.done
+        done
     }
 }
 
-fn packed(account: &str, p: pack::Packer<'_>) -> PackedBatch {
+fn packed(account_id: String, p: pack::Packer) -> PackedBatch {
     let (data, min_ms, max_ms, events) = p.finish();
     PackedBatch {
-        account_id: account.to_owned(),
+        account_id,
         min_ms,
         max_ms,
         events,
@@ -466,11 +608,11 @@ fn packed(account: &str, p: pack::Packer<'_>) -> PackedBatch {
     }
 }
 
-/// [`BatchBuilder`] over a whole slice.
+/// [`EventBatch`] over a whole slice.
 pub(crate) fn pack_batches(events: &[AuditRecord]) -> Vec<PackedBatch> {
-    let mut b = BatchBuilder::new();
+    let mut b = EventBatch::new();
     for e in events {
-        b.push(e);
+        b.push(&e.as_event());
     }
     b.finish()
 }

@@ -23,7 +23,7 @@
 
 use std::time::SystemTime;
 
-use super::{AuditRecord, IdentityType};
+use super::{AuditRecord, EventRef, IdentityType};
 use crate::model::{from_millis, to_millis};
 use crate::StoreError;
 
@@ -48,15 +48,6 @@ struct Recent<'a>([[Option<&'a str>; RECENT]; REMEMBERING]);
 impl<'a> Recent<'a> {
     fn new() -> Self {
         Recent([[None; RECENT]; REMEMBERING])
-    }
-
-    fn find(&self, field: usize, s: &str) -> Option<usize> {
-        // Values of a field that differ (key ids, ARNs, user names) mostly differ at the end: the
-        // length and last byte settle most mismatches without a full comparison.
-        let last = s.as_bytes().last();
-        self.0[field].iter().position(|v| {
-            v.is_some_and(|v| v.len() == s.len() && v.as_bytes().last() == last && v == s)
-        })
     }
 
     fn get(&self, field: usize, slot: usize) -> Option<&'a str> {
@@ -120,20 +111,53 @@ pub(crate) fn uuid_string(b: &[u8]) -> String {
     s
 }
 
+/// The last [`RECENT`] distinct new values of each remembering field while packing, newest first,
+/// as places in the blob being written (so a packer owns no copies and borrows nothing).
+#[derive(Clone)]
+struct Written([[(u32, u32); RECENT]; REMEMBERING]);
+
+impl Written {
+    fn find(&self, out: &[u8], field: usize, s: &str) -> Option<usize> {
+        // Values of a field that differ (key ids, ARNs, user names) mostly differ at the end: the
+        // length and last byte settle most mismatches without a full comparison.
+        let b = s.as_bytes();
+        let last = b.last().copied();
+        self.0[field].iter().position(|&(at, len)| {
+            let (at, len) = (at as usize, len as usize);
+            len == b.len()
+                && len > 0
+                && out.get(at + len - 1).copied() == last
+                && out.get(at..at + len) == Some(b)
+        })
+    }
+
+    fn push(&mut self, field: usize, at: usize, len: usize) {
+        let ring = &mut self.0[field];
+        ring.rotate_right(1);
+        // A blob never reaches 4 GiB (batches are capped); a place that does not fit is simply
+        // not remembered.
+        ring[0] = match (u32::try_from(at), u32::try_from(len)) {
+            (Ok(a), Ok(l)) if l > 0 => (a, l),
+            _ => (0, 0),
+        };
+    }
+}
+
 /// Builds one blob from events in stored order.
-pub(crate) struct Packer<'a> {
+#[derive(Clone)]
+pub(crate) struct Packer {
     out: Vec<u8>,
-    recent: Recent<'a>,
+    recent: Written,
     min_ms: i64,
     max_ms: i64,
     count: u32,
 }
 
-impl<'a> Packer<'a> {
-    pub(crate) fn new() -> Packer<'a> {
+impl Packer {
+    pub(crate) fn new() -> Packer {
         Packer {
             out: vec![VERSION],
-            recent: Recent::new(),
+            recent: Written([[(0, 0); RECENT]; REMEMBERING]),
             min_ms: i64::MAX,
             max_ms: i64::MIN,
             count: 0,
@@ -141,7 +165,7 @@ impl<'a> Packer<'a> {
     }
 
     /// Appends one event.
-    pub(crate) fn push(&mut self, e: &'a AuditRecord) {
+    pub(crate) fn push(&mut self, e: &EventRef<'_>) {
         let ms = to_millis(e.time);
         self.min_ms = self.min_ms.min(ms);
         self.max_ms = self.max_ms.max(ms);
@@ -163,11 +187,11 @@ impl<'a> Packer<'a> {
             .fold(0u64, |acc, (i, _)| acc | 1 << i);
         varint(&mut self.out, present);
         // Ids are unique per event: never worth remembering, but a UUID fits in 16 bytes.
-        self.id(&e.event_id);
-        self.id(&e.request_id);
-        self.string(0, &e.event_name);
-        self.string(1, &e.event_source);
-        self.string(2, &e.region);
+        self.id(e.event_id);
+        self.id(e.request_id);
+        self.string(0, e.event_name);
+        self.string(1, e.event_source);
+        self.string(2, e.region);
         for (i, v) in optional.into_iter().enumerate() {
             if let Some(v) = v {
                 self.string(3 + i, v);
@@ -191,12 +215,14 @@ impl<'a> Packer<'a> {
         }
     }
 
-    fn string(&mut self, field: usize, s: &'a str) {
-        match self.recent.find(field, s) {
+    fn string(&mut self, field: usize, s: &str) {
+        match self.recent.find(&self.out, field, s) {
             Some(slot) => varint(&mut self.out, ((slot as u64) << 1) | 1),
             None => {
-                self.recent.push(field, s);
-                self.literal(s);
+                varint(&mut self.out, (s.len() as u64) << 1);
+                let at = self.out.len();
+                self.out.extend_from_slice(s.as_bytes());
+                self.recent.push(field, at, s.len());
             }
         }
     }
@@ -212,19 +238,19 @@ impl<'a> Packer<'a> {
     }
 }
 
-fn optional_fields(e: &AuditRecord) -> [Option<&str>; OPTIONAL] {
+fn optional_fields<'a>(e: &EventRef<'a>) -> [Option<&'a str>; OPTIONAL] {
     [
-        e.principal_id.as_deref(),
-        e.arn.as_deref(),
-        e.access_key_id.as_deref(),
-        e.user_name.as_deref(),
-        e.source_ip.as_deref(),
-        e.user_agent.as_deref(),
-        e.error_code.as_deref(),
-        e.error_message.as_deref(),
-        e.request_parameters.as_deref(),
-        e.response_elements.as_deref(),
-        e.stored_json.as_deref(),
+        e.principal_id,
+        e.arn,
+        e.access_key_id,
+        e.user_name,
+        e.source_ip,
+        e.user_agent,
+        e.error_code,
+        e.error_message,
+        e.request_parameters,
+        e.response_elements,
+        e.stored_json,
     ]
 }
 
@@ -433,7 +459,7 @@ mod tests {
         let events: Vec<_> = (0..200).map(record).collect();
         let mut p = Packer::new();
         for e in &events {
-            p.push(e);
+            p.push(&e.as_event());
         }
         let (blob, min, max, n) = p.finish();
         assert_eq!((min, max, n), (1_800_000_000_000, 1_800_000_000_199, 200));
@@ -457,7 +483,7 @@ mod tests {
             .collect();
         let mut p = Packer::new();
         for e in &events {
-            p.push(e);
+            p.push(&e.as_event());
         }
         let (blob, ..) = p.finish();
         assert_eq!(unpack(&blob, "123456789012").unwrap(), events);
@@ -471,7 +497,7 @@ mod tests {
             e.event_id = id.to_owned();
             e.request_id = id.to_owned();
             let mut p = Packer::new();
-            p.push(&e);
+            p.push(&e.as_event());
             let (blob, ..) = p.finish();
             assert_eq!(unpack(&blob, "123456789012").unwrap(), vec![e]);
             blob.len()
@@ -484,11 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn the_packer_keeps_no_borrow_of_what_it_packed() {
+        // Requests pack their event from short-lived strings: every value must be copied.
+        let mut p = Packer::new();
+        let events: Vec<_> = (0..50).map(|i| record(i % 5)).collect();
+        for e in &events {
+            let copy = e.clone();
+            p.push(&copy.as_event());
+            drop(copy);
+        }
+        let (blob, ..) = p.finish();
+        assert_eq!(unpack(&blob, "123456789012").unwrap(), events);
+    }
+
+    #[test]
     fn damaged_blobs_are_errors_not_panics() {
         let events: Vec<_> = (0..20).map(record).collect();
         let mut p = Packer::new();
         for e in &events {
-            p.push(e);
+            p.push(&e.as_event());
         }
         let (blob, ..) = p.finish();
         for cut in 1..blob.len() {
