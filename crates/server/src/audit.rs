@@ -421,22 +421,22 @@ impl Shared {
     }
 
     /// Packs an event (if it has an account to go to); with `quiet` (no channel message will
-    /// follow) counts it too and wakes an idle writer. False once the writer has stopped.
-    fn push(&self, e: Option<&EventRef<'_>>, quiet: bool) -> bool {
+    /// follow) counts it too and wakes an idle writer. Returns how many events are pending, or
+    /// `None` once the writer has stopped.
+    fn push(&self, e: Option<&EventRef<'_>>, quiet: bool) -> Option<usize> {
         let (idle, len) = {
             let mut p = self.lock();
             if p.closed {
-                return false;
+                return None;
             }
             let idle = p.batch.is_empty() && p.quiet == 0;
             if let Some(e) = e {
                 p.batch.push(e);
             }
-            if !quiet {
-                return true;
+            if quiet {
+                p.quiet += 1;
             }
-            p.quiet += 1;
-            (idle, p.batch.len())
+            (idle && quiet, p.batch.len())
         };
         if idle {
             self.start.notify_one();
@@ -444,7 +444,7 @@ impl Shared {
         if len >= self.limit / 2 {
             self.wake.notify_one();
         }
-        true
+        Some(len)
     }
 }
 
@@ -548,19 +548,21 @@ impl Auditor {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.keep {
-            self.shared.wait_for_room().await;
-        }
         // The store's copy is packed here, by the request, with no record of its own: the
         // writer's batches then cost one blob per account instead of thousands of records.
-        let (json, pushed) = event.with_event(|e| {
+        let (json, pending) = event.with_event(|e| {
             let json = self.log.then(|| cloudtrail_json(e));
             let quiet = json.is_none() && !durable;
             (json, self.shared.push(self.keep.then_some(e), quiet))
         });
-        if !pushed {
+        let Some(pending) = pending else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
+        };
+        // Backpressure: a request that filled the pending batch waits until the writer takes it
+        // (so at most the limit plus one event per request in flight is pending).
+        if pending >= self.shared.limit {
+            self.shared.wait_for_room().await;
         }
         if json.is_none() && !durable {
             return;

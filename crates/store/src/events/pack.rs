@@ -65,37 +65,38 @@ impl<'a> Recent<'a> {
 const UUID_TAG: u64 = 1;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The value of each byte as a lowercase hex digit, 0xff for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Where each of a UUID's 16 bytes starts in its hyphenated form.
+const UUID_DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
 /// The 16 bytes of a UUID in its lowercase hyphenated form (the form that round-trips exactly).
 fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
-    if b.len() != 36 {
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut n = 0;
-    let mut i = 0;
-    while i < 36 {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if b[i] != b'-' {
-                return None;
-            }
-            i += 1;
-            continue;
-        }
-        out[n] = hex_digit(b[i])? << 4 | hex_digit(b[i + 1])?;
-        n += 1;
-        i += 2;
+    // Two events' ids per request: one table look-up per digit, one check at the end.
+    let mut bad = 0u8;
+    for (o, &at) in out.iter_mut().zip(UUID_DIGITS.iter()) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(b[at])],
+            HEX_VALUE[usize::from(b[at + 1])],
+        );
+        bad |= hi | lo;
+        *o = hi << 4 | (lo & 0x0f);
     }
-    Some(out)
-}
-
-/// The value of a lowercase hex digit.
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// The lowercase hyphenated form of 16 bytes.
@@ -507,6 +508,43 @@ mod tests {
         // Tag + 16 bytes instead of length + 36 characters, twice.
         assert_eq!(upper - lower, 2 * (37 - 17));
         assert_eq!(size("not-a-uuid") + 2 * (37 - 11), upper);
+    }
+
+    #[test]
+    fn uuids_are_read_only_in_their_canonical_form() {
+        for i in 0..200u32 {
+            let b: [u8; 16] =
+                std::array::from_fn(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8 * 17));
+            let s = uuid_string(&b);
+            assert_eq!(uuid_bytes(&s), Some(b), "{s}");
+        }
+        let good = "0192f0a1-7c3e-7abc-9def-0123456789ab";
+        assert!(uuid_bytes(good).is_some());
+        for bad in [
+            "0192F0A1-7C3E-7ABC-9DEF-0123456789AB",
+            "0192f0a1-7c3e-7abc-9def-0123456789a",
+            "0192f0a1-7c3e-7abc-9def-0123456789abc",
+            "0192f0a1x7c3e-7abc-9def-0123456789ab",
+            "0192f0a1-7c3e-7abc-9deg-0123456789ab",
+            "0192f0a17c3e-7abc-9def-0123456789ab-",
+            "",
+        ] {
+            assert_eq!(uuid_bytes(bad), None, "{bad}");
+        }
+        // Every non-digit in every digit position.
+        for at in UUID_DIGITS.iter().flat_map(|&a| [a, a + 1]) {
+            for c in 0..=255u8 {
+                let mut s = good.as_bytes().to_vec();
+                s[at] = c;
+                let Ok(s) = String::from_utf8(s) else {
+                    continue;
+                };
+                assert_eq!(
+                    uuid_bytes(&s).is_some(),
+                    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+                );
+            }
+        }
     }
 
     #[test]
