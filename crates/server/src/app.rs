@@ -91,9 +91,9 @@ struct Trace {
     region: Option<String>,
     action: Option<String>,
     key_id: Option<String>,
-    caller: Option<Caller>,
+    caller: Option<Arc<Caller>>,
     /// The owner of the key a failed request presented, when the key exists.
-    owner: Option<Caller>,
+    owner: Option<Arc<Caller>>,
     params: Option<serde_json::Value>,
 }
 
@@ -499,12 +499,12 @@ impl App {
             .await
             .map_err(|mut f| {
                 if auditing {
-                    trace.owner = f.owner.take().map(|o| *o);
+                    trace.owner = f.owner.take();
                 }
                 self.auth_failed_counted(f, *dialect, guard)
             })?;
         if auditing {
-            trace.caller = Some(authn.caller.clone());
+            trace.caller = Some(Arc::clone(&authn.caller));
         }
         self.metrics
             .auth_ok

@@ -86,7 +86,7 @@ impl AuditConfig {
 #[derive(Clone, Debug)]
 pub enum Principal {
     /// Authenticated.
-    Caller(Caller),
+    Caller(Arc<Caller>),
     /// Authentication failed with this access key id (known or not); the trail owner is the
     /// account the key id encodes.
     Key(String),
@@ -792,7 +792,7 @@ mod tests {
 
     #[test]
     fn an_event_has_cloudtrails_shape_and_no_secret() {
-        let record = event(Principal::Caller(caller())).into_record();
+        let record = event(Principal::Caller(Arc::new(caller()))).into_record();
         let json = cloudtrail_json(&record.as_event());
         assert!(
             !json.contains("SHHH") && !json.contains("hunter2"),
@@ -928,7 +928,7 @@ mod tests {
                 let a = auditor.clone();
                 tokio::spawn(async move {
                     for i in 0..250 {
-                        let mut e = event(Principal::Caller(caller()));
+                        let mut e = event(Principal::Caller(Arc::new(caller())));
                         e.time = SystemTime::now();
                         e.event_name = "GetCallerIdentity".into();
                         e.read_only = true;
@@ -941,7 +941,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let mut e = event(Principal::Caller(caller()));
+        let mut e = event(Principal::Caller(Arc::new(caller())));
         e.time = SystemTime::now();
         auditor.record(e, true).await;
         let changes = Some(EventFilter::EventName("CreateAccessKey".into()));

@@ -10,7 +10,9 @@ use crate::session::{self, TokenError};
 use keyward_ids::KeyKind;
 use keyward_protocol::time::iso8601;
 use keyward_protocol::{ApiError, Dialect};
-use keyward_sigv4::{ParseError, Request, SignedRequest, Verified, VerifyError};
+use keyward_sigv4::{
+    ParseError, Request, SecretKey, SignedRequest, SlottedSecret, Verified, VerifyError,
+};
 use keyward_store::KeyStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub struct Authenticated {
     /// The caller.
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     /// The verifier's proof (and the chunk decoder of streaming bodies).
     pub verified: Verified,
 }
@@ -183,7 +185,7 @@ pub struct AuthFailure {
     pub counts: bool,
     /// The owner of the presented long-term key, when the key exists (inactive key, wrong
     /// signature): whose key was used, for the audit trail.
-    pub owner: Option<Box<Caller>>,
+    pub owner: Option<Arc<Caller>>,
 }
 
 impl From<ApiError> for AuthFailure {
@@ -223,10 +225,14 @@ pub async fn authenticate_counted(
         SignedRequest::V4(a) => (a.access_key_id(), a.session_token()),
         SignedRequest::V2Presigned(a) => (a.access_key_id(), a.session_token()),
     };
-    let verify = |secret: &keyward_sigv4::SecretKey| -> Result<Verified, AuthFailure> {
-        let r = match parsed {
-            SignedRequest::V4(a) => a.verify(req, body, secret, now, Some(app.signing_keys())),
-            SignedRequest::V2Presigned(a) => a.verify(req, secret, now),
+    // A long-term key's entry keeps its own signing key (`Err`); a session's secret goes through the
+    // shared cache (`Ok`).
+    let verify = |secret: Result<&SecretKey, &SlottedSecret>| -> Result<Verified, AuthFailure> {
+        let r = match (parsed, secret) {
+            (SignedRequest::V4(a), Ok(s)) => a.verify(req, body, s, now, Some(app.signing_keys())),
+            (SignedRequest::V4(a), Err(s)) => a.verify_slotted(req, body, s, now),
+            (SignedRequest::V2Presigned(a), Ok(s)) => a.verify(req, s, now),
+            (SignedRequest::V2Presigned(a), Err(s)) => a.verify(req, s.secret(), now),
         };
         let expires = match parsed {
             SignedRequest::V4(a) => a.expires_secs(),
@@ -245,7 +251,7 @@ pub async fn authenticate_counted(
         };
         let claims = session::open(app.session_sealer(), token, key_id, now)
             .map_err(|e| AuthFailure::from(bad_token(dialect, token, e)))?;
-        let verified = verify(&claims.secret)?;
+        let verified = verify(Ok(&claims.secret))?;
         let identity = match &claims.user {
             None => Identity::Root,
             Some((name, _)) => {
@@ -261,20 +267,18 @@ pub async fn authenticate_counted(
             access_key_id: key_id.to_owned(),
             session_expires: Some(claims.expires),
         };
-        return Ok(Authenticated { caller, verified });
+        return Ok(Authenticated {
+            caller: Arc::new(caller),
+            verified,
+        });
     }
 
     let Some(entry) = lookup_key(app, key_id).await? else {
         return Err(unknown_key(dialect, key_id).into());
     };
-    let owner = Caller {
-        account_id: entry.key.account_id.clone(),
-        identity: entry.identity.clone(),
-        access_key_id: entry.key.key_id.clone(),
-        session_expires: None,
-    };
+    let owner = &entry.owner;
     let refuse = |error: ApiError| AuthFailure {
-        owner: Some(Box::new(owner.clone())),
+        owner: Some(Arc::clone(owner)),
         ..AuthFailure::from(error)
     };
     if entry.key.status != KeyStatus::Active {
@@ -284,12 +288,12 @@ pub async fn authenticate_counted(
         // A session token next to a long-term key: AWS refuses the pair.
         return Err(refuse(bad_token(dialect, token, TokenError::Invalid)));
     }
-    let verified = verify(&entry.secret).map_err(|f| AuthFailure {
-        owner: Some(Box::new(owner.clone())),
+    let verified = verify(Err(&entry.secret)).map_err(|f| AuthFailure {
+        owner: Some(Arc::clone(owner)),
         ..f
     })?;
     Ok(Authenticated {
-        caller: owner,
+        caller: Arc::clone(owner),
         verified,
     })
 }

@@ -9,7 +9,7 @@
 //! store) are seen when the entry expires. The table is bounded: when full it is cleared, which costs
 //! only store lookups.
 
-use crate::caller::Identity;
+use crate::caller::{Caller, Identity};
 use keyward_store::{AccessKey, Secret};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,19 +21,30 @@ use std::time::{Duration, Instant};
 pub struct CachedKey {
     /// The key's metadata (owner, status).
     pub key: AccessKey,
-    /// The secret, for signature verification.
-    pub secret: keyward_sigv4::SecretKey,
+    /// The secret, for signature verification, with the signing key last derived from it.
+    pub secret: keyward_sigv4::SlottedSecret,
     /// The owner as a principal.
     pub identity: Identity,
+    /// The caller a request signed with this key acts as (shared, so a request costs no copy).
+    pub owner: Arc<Caller>,
     fetched: Instant,
 }
 
 impl CachedKey {
     /// A cache entry fetched now.
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
+        let owner = Arc::new(Caller {
+            account_id: key.account_id.clone(),
+            identity: identity.clone(),
+            access_key_id: key.key_id.clone(),
+            session_expires: None,
+        });
         Self {
+            owner,
             key,
-            secret: keyward_sigv4::SecretKey::new(secret.expose().to_owned()),
+            secret: keyward_sigv4::SlottedSecret::new(keyward_sigv4::SecretKey::new(
+                secret.expose().to_owned(),
+            )),
             identity,
             fetched: Instant::now(),
         }

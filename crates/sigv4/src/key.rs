@@ -123,6 +123,75 @@ impl SigningKey {
     }
 }
 
+/// Longest credential scope a [`SlottedSecret`] remembers (`date/region/service/aws4_request`;
+/// real ones are about 40 bytes); a longer one is derived each time.
+const SLOT_SCOPE_MAX: usize = 96;
+
+/// The signing key last derived for a scope.
+struct Slot {
+    scope: [u8; SLOT_SCOPE_MAX],
+    len: usize,
+    key: SigningKey,
+}
+
+/// A secret access key and the signing key last derived from it, kept together (in a verification
+/// cache entry, say): a warm key then costs no lookup in a shared cache, and its signing key is
+/// found next to the secret. One scope (date, region, service) is remembered; a request with
+/// another scope derives its key and takes the slot. The secret never changes, so the slot cannot
+/// hold a key of another secret.
+pub struct SlottedSecret {
+    secret: SecretKey,
+    slot: Mutex<Option<Slot>>,
+}
+
+impl fmt::Debug for SlottedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SlottedSecret(<redacted>)")
+    }
+}
+
+impl SlottedSecret {
+    /// The secret, with an empty slot.
+    pub fn new(secret: SecretKey) -> Self {
+        SlottedSecret {
+            secret,
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// The secret itself.
+    pub fn secret(&self) -> &SecretKey {
+        &self.secret
+    }
+
+    /// The signing key of `scope` (whose parts are `date`, `region` and `service`).
+    pub(crate) fn signing_key(
+        &self,
+        scope: &str,
+        date: &str,
+        region: &str,
+        service: &str,
+    ) -> SigningKey {
+        let lock = || self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = &*lock() {
+            if s.scope.get(..s.len) == Some(scope.as_bytes()) {
+                return s.key.clone();
+            }
+        }
+        let key = SigningKey::derive(&self.secret, date, region, service);
+        if scope.len() <= SLOT_SCOPE_MAX {
+            let mut slot = Slot {
+                scope: [0; SLOT_SCOPE_MAX],
+                len: scope.len(),
+                key: key.clone(),
+            };
+            slot.scope[..scope.len()].copy_from_slice(scope.as_bytes());
+            *lock() = Some(slot);
+        }
+        key
+    }
+}
+
 struct Entry {
     secret: SecretKey,
     key: SigningKey,
@@ -247,6 +316,41 @@ mod tests {
         assert_eq!(s.expose(), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
         let k = SigningKey::derive(&s, "20150830", "us-east-1", "iam");
         assert_eq!(format!("{k:?}"), "SigningKey(<redacted>)");
+    }
+
+    #[test]
+    fn a_slotted_secret_keeps_the_key_of_its_last_scope() {
+        let secret = SecretKey::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into());
+        let s = SlottedSecret::new(secret.clone());
+        assert_eq!(format!("{s:?}"), "SlottedSecret(<redacted>)");
+        let scope = |d: &str, r: &str, v: &str| format!("{d}/{r}/{v}/aws4_request");
+        for (d, r, v) in [
+            ("20120215", "us-east-1", "iam"),
+            ("20120215", "us-east-1", "iam"),
+            ("20120216", "us-east-1", "iam"),
+            ("20120216", "eu-west-1", "sts"),
+            ("20120215", "us-east-1", "iam"),
+        ] {
+            let want = SigningKey::derive(&secret, d, r, v);
+            assert_eq!(s.signing_key(&scope(d, r, v), d, r, v).0, want.0);
+            assert_eq!(
+                s.signing_key(&scope(d, r, v), d, r, v).0,
+                want.0,
+                "from the slot"
+            );
+        }
+        // A scope too long for the slot is derived each time, and leaves the slot as it was.
+        let long = "x".repeat(SLOT_SCOPE_MAX);
+        let want = SigningKey::derive(&secret, "20120215", &long, "iam");
+        let long_scope = scope("20120215", &long, "iam");
+        assert_eq!(
+            s.signing_key(&long_scope, "20120215", &long, "iam").0,
+            want.0
+        );
+        let last = scope("20120215", "us-east-1", "iam");
+        let slot = s.slot.lock().unwrap();
+        let held = slot.as_ref().unwrap();
+        assert_eq!(&held.scope[..held.len], last.as_bytes());
     }
 
     #[test]

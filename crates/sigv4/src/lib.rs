@@ -36,7 +36,7 @@ mod suite_tests;
 use std::fmt;
 
 pub use chunked::{ChunkDecoder, ChunkError, DEFAULT_MAX_CHUNK_SIZE};
-pub use key::{SecretKey, Signature, SigningKeyCache};
+pub use key::{SecretKey, Signature, SigningKeyCache, SlottedSecret};
 pub use parse::{
     parse, ParseError, PayloadMode, SignedRequest, V2Auth, V4Auth, MAX_PRESIGNED_EXPIRES,
 };

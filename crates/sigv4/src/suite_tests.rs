@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::canonical::{canonical_request, sha256_hex, string_to_sign, CanonicalParts, PathMode};
-use crate::key::SigningKey;
+use crate::key::{SigningKey, SlottedSecret};
 use crate::{
     parse, parse_amz_date, Request, SecretKey, SignedRequest, SigningKeyCache, VerifyError,
 };
@@ -266,6 +266,16 @@ fn verify_signed(name: &str, dir: &Path, file: &str, c: &Context, cache: &Signin
     assert_eq!(auth.access_key_id(), c.akid);
     auth.verify(&req.as_request(), &req.body, &c.secret, c.time, Some(cache))
         .unwrap_or_else(|e| panic!("{name} {file}: {e:?}"));
+    // The same through a secret with its own slot, cold then warm.
+    let slotted = SlottedSecret::new(c.secret.clone());
+    for _ in 0..2 {
+        auth.verify_slotted(&req.as_request(), &req.body, &slotted, c.time)
+            .unwrap_or_else(|e| panic!("{name} {file} (slotted): {e:?}"));
+    }
+    let wrong_slotted = SlottedSecret::new(SecretKey::new("not-the-secret".into()));
+    assert!(auth
+        .verify_slotted(&req.as_request(), &req.body, &wrong_slotted, c.time)
+        .is_err());
     // And a wrong secret fails, showing the canonical request the server computed.
     let wrong = SecretKey::new("not-the-secret".into());
     match auth.verify(&req.as_request(), &req.body, &wrong, c.time, Some(cache)) {

@@ -12,7 +12,7 @@ use crate::canonical::{
     CanonicalParts, PathMode,
 };
 use crate::chunked::{ChunkDecoder, StreamingState};
-use crate::key::{Signature, SigningKey, SigningKeyCache};
+use crate::key::{Signature, SigningKey, SigningKeyCache, SlottedSecret};
 use crate::parse::{PayloadMode, V2Auth, V4Auth};
 use crate::time::format_amz_date;
 use crate::{CredentialScope, Request, SecretKey};
@@ -165,6 +165,14 @@ impl Verified {
     }
 }
 
+/// Where [`V4Auth::verify_from`] gets the signing key.
+enum KeySource<'a> {
+    /// Derived from the secret, through a shared cache if any.
+    Secret(&'a SecretKey, Option<&'a SigningKeyCache>),
+    /// The secret's own slot.
+    Slotted(&'a SlottedSecret),
+}
+
 impl V4Auth {
     /// Verifies the request against the secret the caller looked up for [`V4Auth::access_key_id`].
     ///
@@ -181,6 +189,28 @@ impl V4Auth {
         secret: &SecretKey,
         now: SystemTime,
         cache: Option<&SigningKeyCache>,
+    ) -> Result<Verified, VerifyError> {
+        self.verify_from(req, body, now, KeySource::Secret(secret, cache))
+    }
+
+    /// [`V4Auth::verify`] against a secret that keeps its own last derived signing key: a warm
+    /// key then costs two HMACs and no lookup in a shared cache.
+    pub fn verify_slotted(
+        &self,
+        req: &Request<'_>,
+        body: &[u8],
+        secret: &SlottedSecret,
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        self.verify_from(req, body, now, KeySource::Slotted(secret))
+    }
+
+    fn verify_from(
+        &self,
+        req: &Request<'_>,
+        body: &[u8],
+        now: SystemTime,
+        source: KeySource<'_>,
     ) -> Result<Verified, VerifyError> {
         if !split_ascii(&self.signed_headers, b';').any(|h| h == "host") {
             return Err(VerifyError::HostNotSigned);
@@ -202,20 +232,14 @@ impl V4Auth {
         })
         .map_err(VerifyError::SignedHeaderMissing)?;
         let sts = string_to_sign(&self.amz_date, self.scope.as_str(), &canonical);
-        let key = match cache {
-            Some(c) => c.get_or_derive(
-                &self.access_key_id,
-                secret,
-                self.scope.date(),
-                self.scope.region(),
-                self.scope.service(),
-            ),
-            None => SigningKey::derive(
-                secret,
-                self.scope.date(),
-                self.scope.region(),
-                self.scope.service(),
-            ),
+        let (date, region, service) =
+            (self.scope.date(), self.scope.region(), self.scope.service());
+        let key = match source {
+            KeySource::Secret(secret, Some(c)) => {
+                c.get_or_derive(&self.access_key_id, secret, date, region, service)
+            }
+            KeySource::Secret(secret, None) => SigningKey::derive(secret, date, region, service),
+            KeySource::Slotted(s) => s.signing_key(self.scope.as_str(), date, region, service),
         };
         let computed = Signature::new(key.sign(sts.as_bytes()));
         if !computed.ct_eq(&self.signature) {
