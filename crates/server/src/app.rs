@@ -202,6 +202,28 @@ impl App {
         }))
     }
 
+    /// Starts re-reading, every eighth of the cache lifetime, the keys in use whose entries are
+    /// about to expire ([`crate::auth::refresh_keys`]); `None` when nothing is cached.
+    pub fn spawn_key_refresh(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let ttl = self.key_cache.ttl();
+        if ttl.is_zero() {
+            return None;
+        }
+        let every = (ttl / 8).max(Duration::from_millis(50));
+        let app = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::auth::refresh_keys(&app).await {
+                    // The entries then expire and requests read their keys themselves.
+                    tracing::warn!(error = %e, "refreshing cached access keys failed");
+                }
+            }
+        }))
+    }
+
     /// Maps a store failure to an API error; internal details go to the log only.
     pub fn store_error(&self, e: StoreError) -> ApiError {
         match e {

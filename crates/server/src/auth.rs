@@ -321,6 +321,24 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
     else {
         return Ok(None);
     };
+    let Some(entry) = cached_entry(key, &secret, owner) else {
+        return Ok(None);
+    };
+    if entry.key.status != KeyStatus::Active {
+        // Refused keys are not cached: a key made active again (here or on another node) works at
+        // once, without waiting for the entry to expire or for the other node's notification.
+        return Ok(Some(Arc::new(entry)));
+    }
+    Ok(Some(app.key_cache().insert(ticket, entry)))
+}
+
+/// The verification entry of a key read from the store; `None` for a user's key whose user row is
+/// gone (no identity to act as).
+pub fn cached_entry(
+    key: keyward_store::AccessKey,
+    secret: &keyward_store::Secret,
+    owner: Option<keyward_store::KeyOwner>,
+) -> Option<CachedKey> {
     let identity = match (&key.user_name, owner) {
         (None, _) => Identity::Root,
         (Some(name), Some(owner)) => Identity::User {
@@ -328,16 +346,36 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
             name: name.clone(),
             user_id: owner.user_id,
         },
-        // A user's key whose user row is gone: no identity to act as.
-        (Some(_), None) => return Ok(None),
+        (Some(_), None) => return None,
     };
-    let entry = CachedKey::new(key, &secret, identity);
-    if entry.key.status != KeyStatus::Active {
-        // Refused keys are not cached: a key made active again (here or on another node) works at
-        // once, without waiting for the entry to expire or for the other node's notification.
-        return Ok(Some(Arc::new(entry)));
+    Some(CachedKey::new(key, secret, identity))
+}
+
+/// Re-reads, in one store round trip, the keys whose cache entries are close to expiring and were
+/// used meanwhile ([`crate::keycache::KeyCache::take_refresh`]), so a key in steady use never
+/// waits for the store; a key found changed (inactive, deleted, its user gone) is evicted.
+pub async fn refresh_keys(app: &App) -> Result<(), keyward_store::StoreError> {
+    let ids = app.key_cache().take_refresh();
+    if ids.is_empty() {
+        return Ok(());
     }
-    Ok(Some(app.key_cache().insert(ticket, entry)))
+    let ticket = app.key_cache().ticket();
+    let found = app.store().get_access_keys_with_owner(&ids).await?;
+    let mut fresh = std::collections::HashSet::with_capacity(found.len());
+    for (key, secret, owner) in found {
+        let id = key.key_id.clone();
+        match cached_entry(key, &secret, owner) {
+            Some(e) if e.key.status == KeyStatus::Active => {
+                app.key_cache().insert(ticket, e);
+                fresh.insert(id);
+            }
+            _ => {}
+        }
+    }
+    for id in ids.iter().filter(|id| !fresh.contains(*id)) {
+        app.key_cache().evict(id);
+    }
+    Ok(())
 }
 
 /// The identity of the IAM user behind session credentials, from the cache or the store;
@@ -374,4 +412,64 @@ pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::AppConfig;
+    use keyward_store::{MasterKey, Store};
+
+    /// A key in steady use is read again before its entry expires (so it never waits for the
+    /// store), and a change made elsewhere (no eviction reached this server) is seen by that read.
+    #[tokio::test]
+    async fn keys_in_use_are_refreshed_and_changes_made_elsewhere_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let sealer = master.sealer("test/sessions");
+        let store = Store::open_sqlite(&dir.path().join("keyward.db"), master)
+            .await
+            .unwrap();
+        let account = store.create_account("refresh", None).await.unwrap();
+        store
+            .create_user(&account.id, "ann", "/", &[])
+            .await
+            .unwrap();
+        let (key, _) = store
+            .create_access_key(&account.id, Some("ann"))
+            .await
+            .unwrap();
+        let config = AppConfig {
+            key_cache_ttl: Duration::from_millis(1000),
+            ..AppConfig::default()
+        };
+        let app = App::new(store.clone(), sealer, config);
+        let first = lookup_key(&app, &key.key_id).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Used late in its life: answered from the cache, and re-read by the refresh.
+        let same = lookup_key(&app, &key.key_id).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &same));
+        refresh_keys(&app).await.unwrap();
+        let refreshed = app.key_cache().get(&key.key_id).expect("still cached");
+        assert!(!Arc::ptr_eq(&first, &refreshed), "a new entry");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            app.key_cache().get(&key.key_id).is_some(),
+            "the new entry lives on"
+        );
+        // Deactivated by someone else (the store directly: no eviction here), then refreshed.
+        store
+            .update_access_key_status(&account.id, Some("ann"), &key.key_id, KeyStatus::Inactive)
+            .await
+            .unwrap();
+        refresh_keys(&app).await.unwrap();
+        assert!(app.key_cache().get(&key.key_id).is_none(), "evicted");
+        let now = lookup_key(&app, &key.key_id).await.unwrap().unwrap();
+        assert_eq!(now.key.status, KeyStatus::Inactive);
+        let misses = app
+            .metrics()
+            .key_cache_misses
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(misses, 2, "the first lookup and the one after the change");
+    }
 }

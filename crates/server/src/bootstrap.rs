@@ -350,6 +350,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     };
     let app = Arc::new(app);
     let invalidator = app.spawn_cache_invalidation();
+    let refresher = app.spawn_key_refresh();
     tracing::info!(listen = %local, account = %account.id, data_dir = %config.data_dir.display(), "keyward serving");
     eprintln!(
         "keyward: listening on {endpoint} (default account {})",
@@ -361,7 +362,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         None => http::run(listener, app, config.limits, shutdown_signal()).await,
     }
     reloader.abort();
-    if let Some(t) = invalidator {
+    for t in [invalidator, refresher].into_iter().flatten() {
         t.abort();
     }
     if let Some(a) = auditor {

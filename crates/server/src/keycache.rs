@@ -12,7 +12,7 @@
 use crate::caller::{Caller, Identity};
 use keyward_store::{AccessKey, Secret};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub struct CachedKey {
     /// The caller a request signed with this key acts as (shared, so a request costs no copy).
     pub owner: Arc<Caller>,
     fetched: Instant,
+    /// Queued for [`KeyCache::take_refresh`] already.
+    refresh_queued: AtomicBool,
 }
 
 impl CachedKey {
@@ -47,6 +49,7 @@ impl CachedKey {
             )),
             identity,
             fetched: Instant::now(),
+            refresh_queued: AtomicBool::new(false),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct KeyCache {
     users: RwLock<HashMap<(String, String), CachedUser>>,
     ttl: Duration,
     capacity: usize,
+    /// Keys used in the last quarter of their entry's life, to be read again before it ends.
+    refresh: std::sync::Mutex<Vec<String>>,
 }
 
 impl KeyCache {
@@ -84,6 +89,7 @@ impl KeyCache {
             users: RwLock::new(HashMap::new()),
             ttl,
             capacity,
+            refresh: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -92,11 +98,31 @@ impl KeyCache {
         self.ttl
     }
 
-    /// The fresh entry for `key_id`, if any.
+    /// The fresh entry for `key_id`, if any. An entry used in the last quarter of its life is
+    /// queued (once) for [`KeyCache::take_refresh`].
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let e = map.get(key_id)?;
-        (e.fetched.elapsed() < self.ttl).then(|| Arc::clone(e))
+        let age = e.fetched.elapsed();
+        if age >= self.ttl {
+            return None;
+        }
+        if age >= self.ttl - self.ttl / 4
+            && !e.refresh_queued.load(Ordering::Relaxed)
+            && !e.refresh_queued.swap(true, Ordering::Relaxed)
+        {
+            self.refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(key_id.to_owned());
+        }
+        Some(Arc::clone(e))
+    }
+
+    /// The keys queued for a refresh since the last call: re-read them and [`KeyCache::insert`]
+    /// what is still active (taking a [`KeyCache::ticket`] first), evict the rest.
+    pub fn take_refresh(&self) -> Vec<String> {
+        std::mem::take(&mut *self.refresh.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Take before reading from the store what will be inserted: an insert whose ticket is older
@@ -260,5 +286,46 @@ mod tests {
         let after = cache.ticket();
         cache.insert_user(after, "123456789012", "dave", user("dave"));
         assert_eq!(cache.get_user("123456789012", "dave"), Some(user("dave")));
+    }
+
+    fn key(id: &str) -> CachedKey {
+        let key = AccessKey {
+            key_id: id.into(),
+            account_id: "123456789012".into(),
+            user_name: None,
+            status: keyward_store::KeyStatus::Active,
+            created: std::time::SystemTime::UNIX_EPOCH,
+        };
+        CachedKey::new(
+            key,
+            &Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()),
+            Identity::Root,
+        )
+    }
+
+    #[test]
+    fn keys_used_late_in_their_life_are_queued_for_a_refresh_once() {
+        let cache = KeyCache::new(Duration::from_millis(400), 10);
+        cache.insert(cache.ticket(), key("AKIAAAAAAAAAAAAAAAAA"));
+        cache.insert(cache.ticket(), key("AKIABBBBBBBBBBBBBBBB"));
+        assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
+        assert!(cache.take_refresh().is_empty(), "young entries stay");
+        std::thread::sleep(Duration::from_millis(320));
+        // Still answered from the cache, and queued once however often it is used.
+        for _ in 0..3 {
+            assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
+        }
+        assert_eq!(
+            cache.take_refresh(),
+            vec!["AKIAAAAAAAAAAAAAAAAA".to_owned()]
+        );
+        assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
+        assert!(cache.take_refresh().is_empty());
+        // A refreshed entry starts a new life; the unused one expires.
+        cache.insert(cache.ticket(), key("AKIAAAAAAAAAAAAAAAAA"));
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
+        assert!(cache.get("AKIABBBBBBBBBBBBBBBB").is_none());
+        assert!(cache.take_refresh().is_empty());
     }
 }

@@ -119,6 +119,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         Ok(made)
     }
     async fn get_access_key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
+    /// The keys of `key_ids` that exist, in one round trip (any order).
+    async fn get_access_keys(&self, key_ids: &[String]) -> Result<Vec<KeyRecord>>;
     /// Sorted by creation time then id; `NoSuchEntity` for an unknown user or account.
     async fn list_access_keys(
         &self,

@@ -677,9 +677,35 @@ impl Store {
         &self,
         key_id: &str,
     ) -> Result<Option<(AccessKey, Secret, Option<KeyOwner>)>, StoreError> {
-        let Some(rec) = self.backend().get_access_key(key_id).await? else {
-            return Ok(None);
-        };
+        match self.backend().get_access_key(key_id).await? {
+            Some(rec) => self.open_key(rec).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Store::get_access_key_with_owner`] for many keys in one store round trip: those of
+    /// `key_ids` that exist, in any order.
+    pub async fn get_access_keys_with_owner(
+        &self,
+        key_ids: &[String],
+    ) -> Result<Vec<(AccessKey, Secret, Option<KeyOwner>)>, StoreError> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.backend()
+            .get_access_keys(key_ids)
+            .await?
+            .into_iter()
+            .map(|rec| self.open_key(rec))
+            .collect()
+    }
+
+    /// A stored key with its secret unsealed.
+    fn open_key(
+        &self,
+        rec: backend::KeyRecord,
+    ) -> Result<(AccessKey, Secret, Option<KeyOwner>), StoreError> {
+        let key_id = rec.key.key_id.as_str();
         let clear = self
             .inner
             .secrets
@@ -693,7 +719,7 @@ impl Store {
         let secret = String::from_utf8(clear.to_vec()).map_err(|_| {
             StoreError::Corrupt(format!("the secret of access key {key_id} is not UTF-8"))
         })?;
-        Ok(Some((rec.key, Secret::new(secret), rec.owner)))
+        Ok((rec.key, Secret::new(secret), rec.owner))
     }
 
     /// The keys of a user (`user_name`) or of the account's root (`None`), oldest first.

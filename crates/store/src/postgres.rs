@@ -1138,6 +1138,25 @@ impl Backend for PgBackend {
         .await
     }
 
+    async fn get_access_keys(&self, key_ids: &[String]) -> Result<Vec<KeyRecord>> {
+        const SQL: &str = "SELECT k.key_id, k.account_id, u.name, k.status, k.created_ms, \
+             k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region, \
+             u.user_id, u.path \
+             FROM access_keys k LEFT JOIN users u ON u.user_id = k.user_id \
+             WHERE k.key_id = ANY($1)";
+        let key_ids = key_ids.to_vec();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                rows(&*c, SQL, &[&key_ids])
+                    .await?
+                    .iter()
+                    .map(key_row)
+                    .collect()
+            })
+        })
+        .await
+    }
+
     async fn list_access_keys(
         &self,
         account_id: &str,

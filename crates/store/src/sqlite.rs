@@ -849,12 +849,26 @@ impl Backend for SqliteBackend {
         let key_id = owned(key_id);
         self.read(move |tx| {
             Ok(tx
-                .query_row(
-                    &format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"),
-                    [key_id],
-                    key_row,
-                )
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"
+                ))?
+                .query_row([key_id], key_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn get_access_keys(&self, key_ids: &[String]) -> Result<Vec<KeyRecord>> {
+        let key_ids = key_ids.to_vec();
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"
+            ))?;
+            let mut found = Vec::with_capacity(key_ids.len());
+            for id in &key_ids {
+                found.extend(stmt.query_row([id], key_row).optional()?);
+            }
+            Ok(found)
         })
         .await
     }

@@ -1232,6 +1232,30 @@ async fn key_lookup_with_owner(store: &Store) {
         .await
         .unwrap()
         .is_none());
+
+    // Many at once: the existing ones, each as the single lookup finds it; unknown ids left out.
+    let ids = vec![
+        k.key_id.clone(),
+        "AKIAAAAAAAAAAAAAAAAA".to_owned(),
+        root_key.key_id.clone(),
+    ];
+    let mut many = store.get_access_keys_with_owner(&ids).await.unwrap();
+    many.sort_by(|a, b| a.0.key_id.cmp(&b.0.key_id));
+    let mut one = Vec::new();
+    for id in [&k.key_id, &root_key.key_id] {
+        one.push(store.get_access_key_with_owner(id).await.unwrap().unwrap());
+    }
+    one.sort_by(|a, b| a.0.key_id.cmp(&b.0.key_id));
+    assert_eq!(many.len(), 2);
+    for ((k1, s1, o1), (k2, s2, o2)) in many.iter().zip(&one) {
+        assert_eq!((k1, o1), (k2, o2));
+        assert_eq!(s1.expose(), s2.expose());
+    }
+    assert!(store
+        .get_access_keys_with_owner(&[])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Bulk loading makes the same users and keys as single creates, with the same checks.
