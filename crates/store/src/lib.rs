@@ -31,9 +31,9 @@ mod model;
 mod postgres;
 mod seal;
 mod sqlite;
+mod usage;
 mod validate;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,7 +220,7 @@ struct Inner {
     /// Seals LookupEvents page tokens.
     event_tokens: Sealer,
     /// Last uses not yet written, one per key (the latest).
-    pending_usage: Mutex<HashMap<String, LastUsed>>,
+    pending_usage: Mutex<usage::PendingUsage>,
     closed: AtomicBool,
     stop: watch::Sender<bool>,
     /// Generation of the current background flush task; an older task stops at its next tick.
@@ -317,7 +317,7 @@ impl Store {
                 backend,
                 secrets: master.sealer(SECRETS_PURPOSE),
                 event_tokens: master.sealer(EVENT_TOKEN_PURPOSE),
-                pending_usage: Mutex::new(HashMap::new()),
+                pending_usage: Mutex::new(usage::PendingUsage::default()),
                 closed: AtomicBool::new(false),
                 stop: watch::channel(false).0,
                 flusher: AtomicU64::new(0),
@@ -766,52 +766,20 @@ impl Store {
         if self.inner.closed.load(Ordering::Acquire) {
             return;
         }
-        let mut pending = self.lock_usage();
-        match pending.get_mut(key_id) {
-            Some(old) if old.when >= when => {}
-            Some(old) => {
-                // The hot path: same key, same service and region; no allocation.
-                old.when = when;
-                if old.service != service {
-                    service.clone_into(&mut old.service);
-                }
-                if old.region != region {
-                    region.clone_into(&mut old.region);
-                }
-            }
-            None => {
-                pending.insert(
-                    key_id.to_owned(),
-                    LastUsed {
-                        when,
-                        service: service.to_owned(),
-                        region: region.to_owned(),
-                    },
-                );
-            }
-        }
+        self.lock_usage().record(key_id, when, service, region);
     }
 
     /// Writes all pending last-used data in one transaction (a stored later use is kept). The
     /// data leaves memory only once written: on failure, or if this future is dropped (an aborted
     /// task), it stays pending for the next flush.
     pub async fn flush_key_usage(&self) -> Result<(), StoreError> {
-        let batch: Vec<(String, LastUsed)> = self
-            .lock_usage()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let batch = self.lock_usage().snapshot();
         if batch.is_empty() {
             return Ok(());
         }
         self.backend().record_key_usage(batch.clone()).await?;
-        let mut pending = self.lock_usage();
-        for (key_id, written) in batch {
-            // Keep a use recorded meanwhile that is newer than the one written.
-            if pending.get(&key_id).is_some_and(|p| p.when <= written.when) {
-                pending.remove(&key_id);
-            }
-        }
+        // A use recorded meanwhile that is newer than the one written stays pending.
+        self.lock_usage().written(&batch);
         Ok(())
     }
 
@@ -824,7 +792,7 @@ impl Store {
         let Some(rec) = self.backend().get_access_key(key_id).await? else {
             return Ok(None);
         };
-        let pending = self.lock_usage().get(key_id).cloned();
+        let pending = self.lock_usage().get(key_id);
         let last = match (rec.last_used, pending) {
             (Some(stored), Some(p)) => Some(if p.when > stored.when { p } else { stored }),
             (stored, p) => stored.or(p),
@@ -832,7 +800,7 @@ impl Store {
         Ok(Some((rec.key, last)))
     }
 
-    fn lock_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastUsed>> {
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, usage::PendingUsage> {
         self.inner
             .pending_usage
             .lock()

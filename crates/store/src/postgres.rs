@@ -1288,21 +1288,35 @@ impl Backend for PgBackend {
         if batch.is_empty() {
             return Ok(());
         }
-        // The same order on every node: two flushes that touch the same keys cannot deadlock.
         batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let ms: Vec<i64> = batch.iter().map(|(_, u)| to_millis(u.when)).collect();
+        let (ids, used): (Vec<String>, Vec<LastUsed>) = batch.into_iter().unzip();
+        let (services, regions): (Vec<String>, Vec<String>) =
+            used.into_iter().map(|u| (u.service, u.region)).unzip();
         self.write(move |tx| {
             Box::pin(async move {
-                for (key_id, used) in &batch {
-                    // A conditional update: a later use stored by another node is kept.
-                    exec(
-                        tx,
-                        "UPDATE access_keys
-                         SET last_used_ms = $2, last_used_service = $3, last_used_region = $4
-                         WHERE key_id = $1 AND (last_used_ms IS NULL OR last_used_ms < $2)",
-                        &[key_id, &to_millis(used.when), &used.service, &used.region],
-                    )
-                    .await?;
-                }
+                // Two statements whatever the number of keys (it was one round trip per key).
+                // The rows are locked in key order first, the same order on every node, so two
+                // flushes that touch the same keys cannot deadlock.
+                rows(
+                    tx,
+                    "SELECT 1 FROM access_keys WHERE key_id = ANY($1) ORDER BY key_id FOR UPDATE",
+                    &[&ids],
+                )
+                .await?;
+                // A conditional update: a later use stored by another node is kept.
+                exec(
+                    tx,
+                    "UPDATE access_keys AS k
+                     SET last_used_ms = u.ms, last_used_service = u.service,
+                         last_used_region = u.region
+                     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
+                          AS u(key_id, ms, service, region)
+                     WHERE k.key_id = u.key_id
+                       AND (k.last_used_ms IS NULL OR k.last_used_ms < u.ms)",
+                    &[&ids, &ms, &services, &regions],
+                )
+                .await?;
                 Ok(())
             })
         })
