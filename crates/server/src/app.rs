@@ -399,20 +399,17 @@ impl App {
         rid: &str,
         now: SystemTime,
     ) {
-        let service = trace.service.unwrap_or_else(|| {
-            match dialect {
-                Dialect::Iam => "iam",
-                Dialect::Sts => "sts",
-                Dialect::S3 => "s3",
-                Dialect::Json => "cloudtrail",
-            }
-            .to_owned()
+        let service = trace.service.as_deref().unwrap_or(match dialect {
+            Dialect::Iam => "iam",
+            Dialect::Sts => "sts",
+            Dialect::S3 => "s3",
+            Dialect::Json => "cloudtrail",
         });
-        let event_name = trace.action.unwrap_or_else(|| match dialect {
-            Dialect::S3 => s3_event_name(parts.method.as_str(), parts.uri.path()).to_owned(),
-            _ => "Unknown".to_owned(),
+        let event_name = trace.action.as_deref().unwrap_or(match dialect {
+            Dialect::S3 => s3_event_name(parts.method.as_str(), parts.uri.path()),
+            _ => "Unknown",
         });
-        let read_only = audit::is_read_only(&event_name);
+        let read_only = audit::is_read_only(event_name);
         let authenticated = trace.caller.is_some();
         let principal = match (trace.caller, trace.owner, trace.key_id) {
             (Some(c), _, _) => Principal::Caller(c),
@@ -422,29 +419,28 @@ impl App {
             (None, None, None) => Principal::Anonymous,
         };
         let (error, response_xml) = match result {
-            Ok(body) => (None, (!read_only).then(|| body.clone())),
-            Err(e) => (Some((e.code.to_string(), e.message.clone())), None),
+            Ok(body) => (None, (!read_only).then_some(body.as_str())),
+            Err(e) => (Some((&*e.code, e.message.as_str())), None),
         };
         let durable = authenticated && !read_only && error.is_none();
         let event = AuditEvent {
             time: now,
             service,
             event_name,
-            region: trace.region.unwrap_or_else(|| "us-east-1".to_owned()),
+            region: trace.region.as_deref().unwrap_or("us-east-1"),
             source_ip: parts
                 .extensions
                 .get::<crate::http::ConnInfo>()
-                .map(|c| c.peer.ip().to_string()),
+                .map(|c| c.peer.ip()),
             user_agent: parts
                 .headers
                 .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .and_then(|v| v.to_str().ok()),
             principal,
             request_parameters: trace.params,
             response_xml,
             error,
-            request_id: rid.to_owned(),
+            request_id: rid,
             read_only,
         };
         auditor.record(event, durable).await;

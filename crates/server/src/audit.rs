@@ -17,6 +17,7 @@ use keyward_protocol::time::iso8601;
 use keyward_store::{new_event_id, AuditRecord, EventBatch, EventRef, IdentityType, Store};
 use serde_json::{Map, Value};
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,33 +95,54 @@ pub enum Principal {
     Anonymous,
 }
 
-/// One call, as the request path knows it; the writer turns it into CloudTrail JSON.
+/// One call, as the request path knows it, borrowing what the request holds anyway.
 #[derive(Debug)]
-pub struct AuditEvent {
+pub struct AuditEvent<'a> {
     /// When the call was made (the same instant as the key's last use).
     pub time: SystemTime,
     /// Signing service: `iam`, `sts`, `s3`, `cloudtrail`.
-    pub service: String,
+    pub service: &'a str,
     /// The operation.
-    pub event_name: String,
+    pub event_name: &'a str,
     /// The credential scope's region.
-    pub region: String,
+    pub region: &'a str,
     /// The client's address.
-    pub source_ip: Option<String>,
+    pub source_ip: Option<IpAddr>,
     /// The `User-Agent` header.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<&'a str>,
     /// The caller.
     pub principal: Principal,
     /// Request parameters (secrets already hidden), `None` for none.
     pub request_parameters: Option<Value>,
     /// The XML answer of a successful mutating call, for `responseElements`.
-    pub response_xml: Option<String>,
+    pub response_xml: Option<&'a str>,
     /// Error code and message answered, if any.
-    pub error: Option<(String, String)>,
+    pub error: Option<(&'a str, &'a str)>,
     /// The request id answered.
-    pub request_id: String,
+    pub request_id: &'a str,
     /// True for calls that change nothing.
     pub read_only: bool,
+}
+
+/// An IP address written out without an allocation (the longest IPv6 text is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut buf = [0u8; 48];
+        let mut w = &mut buf[..];
+        // Cannot fail: the buffer holds any address.
+        let _ = write!(w, "{ip}");
+        let len = 48 - w.len();
+        IpText { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
 }
 
 /// True for operations that change nothing (CloudTrail's `readOnly`); issuing credentials counts
@@ -152,7 +174,7 @@ pub fn request_parameters<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) 
     (!map.is_empty()).then_some(Value::Object(map))
 }
 
-impl AuditEvent {
+impl AuditEvent<'_> {
     /// The event as the store and the log take it: `f` gets a view borrowing this event (the few
     /// parts it lacks, such as the event id and the ARN of root, are made on the way).
     pub fn with_event<R>(&self, f: impl FnOnce(&EventRef<'_>) -> R) -> R {
@@ -198,7 +220,7 @@ impl AuditEvent {
                 }
             };
         let source;
-        let event_source = match self.service.as_str() {
+        let event_source = match self.service {
             "sts" => "sts.amazonaws.com",
             "iam" => "iam.amazonaws.com",
             "s3" => "s3.amazonaws.com",
@@ -211,16 +233,16 @@ impl AuditEvent {
         let request_parameters = self.request_parameters.as_ref().map(Value::to_string);
         let response_elements = self
             .response_xml
-            .as_deref()
             .and_then(elements::response_elements)
             .map(|v| v.to_string());
+        let source_ip = self.source_ip.map(IpText::new);
         f(&EventRef {
             account_id,
             time: self.time,
             event_id: &event_id,
-            event_name: &self.event_name,
+            event_name: self.event_name,
             event_source,
-            region: &self.region,
+            region: self.region,
             identity_type,
             principal_id,
             arn,
@@ -228,13 +250,13 @@ impl AuditEvent {
             user_name,
             session,
             read_only: self.read_only,
-            source_ip: self.source_ip.as_deref(),
-            user_agent: self.user_agent.as_deref(),
-            error_code: self.error.as_ref().map(|(c, _)| c.as_str()),
-            error_message: self.error.as_ref().map(|(_, m)| m.as_str()),
+            source_ip: source_ip.as_ref().map(IpText::as_str),
+            user_agent: self.user_agent,
+            error_code: self.error.map(|(c, _)| c),
+            error_message: self.error.map(|(_, m)| m),
             request_parameters: request_parameters.as_deref(),
             response_elements: response_elements.as_deref(),
-            request_id: &self.request_id,
+            request_id: self.request_id,
             stored_json: None,
         })
     }
@@ -543,7 +565,7 @@ impl Auditor {
     /// Records an event; with `durable`, returns once it is written (file fsynced, store
     /// committed). Waits while the writer is that far behind (the channel or the pending batch
     /// full).
-    pub async fn record(&self, event: AuditEvent, durable: bool) {
+    pub async fn record(&self, event: AuditEvent<'_>, durable: bool) {
         if self.tx.is_closed() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -765,14 +787,14 @@ mod tests {
         }
     }
 
-    fn event(principal: Principal) -> AuditEvent {
+    fn event(principal: Principal) -> AuditEvent<'static> {
         AuditEvent {
             time: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-            service: "iam".into(),
-            event_name: "CreateAccessKey".into(),
-            region: "us-east-1".into(),
-            source_ip: Some("10.0.0.1".into()),
-            user_agent: Some("aws-cli/2".into()),
+            service: "iam",
+            event_name: "CreateAccessKey",
+            region: "us-east-1",
+            source_ip: Some([10, 0, 0, 1].into()),
+            user_agent: Some("aws-cli/2"),
             principal,
             request_parameters: request_parameters(
                 [
@@ -783,10 +805,25 @@ mod tests {
                 ]
                 .into_iter(),
             ),
-            response_xml: Some("<R><CreateAccessKeyResult><AccessKey><AccessKeyId>AKIANEW</AccessKeyId><SecretAccessKey>SHHH</SecretAccessKey></AccessKey></CreateAccessKeyResult></R>".into()),
+            response_xml: Some("<R><CreateAccessKeyResult><AccessKey><AccessKeyId>AKIANEW</AccessKeyId><SecretAccessKey>SHHH</SecretAccessKey></AccessKey></CreateAccessKeyResult></R>"),
             error: None,
-            request_id: "req-1".into(),
+            request_id: "req-1",
             read_only: false,
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "1:2:3:4:5:6:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
     }
 
@@ -831,8 +868,8 @@ mod tests {
     fn strings_are_escaped_as_json() {
         let nasty = "a\"b\\c\n\r\t\u{1}\u{1f}é😀</x>";
         let mut ev = event(Principal::Anonymous);
-        ev.user_agent = Some(nasty.into());
-        ev.error = Some(("Code".into(), nasty.into()));
+        ev.user_agent = Some(nasty);
+        ev.error = Some(("Code", nasty));
         let json = cloudtrail_json(&ev.into_record().as_event());
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["userAgent"], nasty);
@@ -846,7 +883,7 @@ mod tests {
     fn a_failed_key_belongs_to_the_account_it_encodes() {
         let key = keyward_ids::new_access_key_id(keyward_ids::KeyKind::LongTerm, "210987654321");
         let mut ev = event(Principal::Key(key.clone()));
-        ev.error = Some(("InvalidClientTokenId".into(), "bad".into()));
+        ev.error = Some(("InvalidClientTokenId", "bad"));
         ev.response_xml = None;
         let record = ev.into_record();
         let v: Value = serde_json::from_str(&cloudtrail_json(&record.as_event())).unwrap();
@@ -930,9 +967,10 @@ mod tests {
                     for i in 0..250 {
                         let mut e = event(Principal::Caller(Arc::new(caller())));
                         e.time = SystemTime::now();
-                        e.event_name = "GetCallerIdentity".into();
+                        e.event_name = "GetCallerIdentity";
                         e.read_only = true;
-                        e.request_id = format!("req-{t}-{i}");
+                        let rid = format!("req-{t}-{i}");
+                        e.request_id = &rid;
                         a.record(e, false).await;
                     }
                 })
