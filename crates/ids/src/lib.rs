@@ -162,9 +162,67 @@ pub fn is_well_formed_secret(s: &str) -> bool {
     s.len() == SECRET_LEN && s.bytes().all(|b| SECRET_ALPHABET.contains(&b))
 }
 
+/// Longest key id an [`InlineKeyId`] holds (keyward's are [`KEY_ID_LEN`] characters).
+pub const INLINE_KEY_ID_MAX: usize = 32;
+
+/// An access key id held inline, for tables looked up on every request: comparing keys then
+/// touches the table only, not a string elsewhere on the heap (one cache miss fewer per lookup
+/// when many keys are in use).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InlineKeyId {
+    len: u8,
+    bytes: [u8; INLINE_KEY_ID_MAX],
+}
+
+impl InlineKeyId {
+    /// `None` for an id longer than [`INLINE_KEY_ID_MAX`] bytes.
+    pub fn new(id: &str) -> Option<InlineKeyId> {
+        let b = id.as_bytes();
+        if b.len() > INLINE_KEY_ID_MAX {
+            return None;
+        }
+        let mut bytes = [0; INLINE_KEY_ID_MAX];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(InlineKeyId {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        // Made from a &str and cut at its own length: always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for InlineKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_key_ids_round_trip_up_to_their_bound() {
+        for id in [
+            "",
+            "AKIAIOSFODNN7EXAMPLE",
+            "é-ünïcode",
+            &"K".repeat(INLINE_KEY_ID_MAX),
+        ] {
+            let k = InlineKeyId::new(id).unwrap();
+            assert_eq!(k.as_str(), id);
+            assert_eq!(format!("{k:?}"), format!("{id:?}"));
+        }
+        assert!(InlineKeyId::new(&"K".repeat(INLINE_KEY_ID_MAX + 1)).is_none());
+        // Equal ids are equal whatever the bytes were before (none: the buffer starts zeroed).
+        assert_eq!(InlineKeyId::new("AKIA"), InlineKeyId::new("AKIA"));
+        assert_ne!(InlineKeyId::new("AKIA"), InlineKeyId::new("AKIA\0"));
+    }
 
     #[test]
     fn decodes_published_examples() {

@@ -9,37 +9,9 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use keyward_ids::InlineKeyId as KeyId;
+
 use crate::LastUsed;
-
-/// Longest key id kept inline (keyward's ids are 20 characters).
-const KEY_ID_MAX: usize = 32;
-
-/// A key id held inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct KeyId {
-    len: u8,
-    bytes: [u8; KEY_ID_MAX],
-}
-
-impl KeyId {
-    fn new(id: &str) -> Option<KeyId> {
-        let b = id.as_bytes();
-        if b.len() > KEY_ID_MAX {
-            return None;
-        }
-        let mut bytes = [0; KEY_ID_MAX];
-        bytes[..b.len()].copy_from_slice(b);
-        Some(KeyId {
-            len: b.len() as u8,
-            bytes,
-        })
-    }
-
-    fn as_str(&self) -> &str {
-        // Built from a &str, cut at its own length: always UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Use {
@@ -190,7 +162,7 @@ mod tests {
         );
         p.record("AKIAAAAAAAAAAAAAAAAA", at(3), "iam", "eu-west-1");
         p.record("AKIABBBBBBBBBBBBBBBB", at(3), "sts", "us-east-1");
-        let long = "K".repeat(KEY_ID_MAX + 1);
+        let long = "K".repeat(keyward_ids::INLINE_KEY_ID_MAX + 1);
         p.record(&long, at(4), "s3", "us-west-2");
         assert_eq!(p.get("AKIAAAAAAAAAAAAAAAAA").unwrap().service, "iam");
         assert_eq!(p.get(&long).unwrap().region, "us-west-2");
