@@ -133,10 +133,35 @@ struct IpText {
 impl IpText {
     fn new(ip: IpAddr) -> IpText {
         let mut buf = [0u8; 48];
-        let mut w = &mut buf[..];
-        // Cannot fail: the buffer holds any address.
-        let _ = write!(w, "{ip}");
-        let len = 48 - w.len();
+        let len = match ip {
+            // The common case, digit by digit (the formatting machinery cost ~100 ns an event).
+            IpAddr::V4(v4) => {
+                let mut n = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    if octet >= 100 {
+                        buf[n] = b'0' + octet / 100;
+                        n += 1;
+                    }
+                    if octet >= 10 {
+                        buf[n] = b'0' + octet / 10 % 10;
+                        n += 1;
+                    }
+                    buf[n] = b'0' + octet % 10;
+                    n += 1;
+                }
+                n
+            }
+            IpAddr::V6(_) => {
+                let mut w = &mut buf[..];
+                // Cannot fail: the buffer holds any address.
+                let _ = write!(w, "{ip}");
+                48 - w.len()
+            }
+        };
         IpText { buf, len }
     }
 
@@ -816,6 +841,8 @@ mod tests {
     fn addresses_are_written_as_std_writes_them() {
         for ip in [
             "10.0.0.1",
+            "0.0.0.0",
+            "100.20.3.109",
             "255.255.255.255",
             "::1",
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
@@ -823,6 +850,10 @@ mod tests {
             "1:2:3:4:5:6:255.255.255.255",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
+        for i in 0..=255u8 {
+            let ip = IpAddr::from([i, 255 - i, i / 3, i.wrapping_mul(7)]);
             assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
     }
