@@ -773,13 +773,20 @@ impl Store {
     /// data leaves memory only once written: on failure, or if this future is dropped (an aborted
     /// task), it stays pending for the next flush.
     pub async fn flush_key_usage(&self) -> Result<(), StoreError> {
-        let batch = self.lock_usage().snapshot();
+        self.flush_usage(false).await
+    }
+
+    /// [`Store::flush_key_usage`]; with `coalesce` (the periodic flush), a key whose use was
+    /// written already is written again only once it moved by [`usage::REWRITE_AFTER`] or changed
+    /// service or region.
+    async fn flush_usage(&self, coalesce: bool) -> Result<(), StoreError> {
+        let batch = self.lock_usage().snapshot(coalesce);
         if batch.is_empty() {
             return Ok(());
         }
         self.backend().record_key_usage(batch.clone()).await?;
-        // A use recorded meanwhile that is newer than the one written stays pending.
-        self.lock_usage().written(&batch);
+        // A use recorded meanwhile that is newer than the one written stays due.
+        self.lock_usage().written(&batch, SystemTime::now());
         Ok(())
     }
 
@@ -828,7 +835,7 @@ impl Store {
                     break; // replaced by a newer task
                 }
                 // On error the data stays pending and the next tick retries.
-                let _ = Store { inner }.flush_key_usage().await;
+                let _ = Store { inner }.flush_usage(true).await;
             }
         })
     }

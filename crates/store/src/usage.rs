@@ -7,17 +7,28 @@
 //! cache miss when many keys are in use.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use keyward_ids::InlineKeyId as KeyId;
 
 use crate::LastUsed;
+
+/// How much newer than the one written a key's use must be to be written again by the periodic
+/// flush (a change of service or region is written at once). A key in steady use then costs one
+/// row write a minute instead of one per flush; reads merge what is pending, so they stay exact,
+/// and only a crash can lose up to this much of a key's last-used time.
+pub(crate) const REWRITE_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a written use is remembered (to compare the next ones with) after its key's last use.
+const FORGET_AFTER: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy)]
 struct Use {
     when: SystemTime,
     /// Index in [`PendingUsage::scopes`].
     scope: u32,
+    /// What was last written for this key by this process: time and scope.
+    written: Option<(SystemTime, u32)>,
 }
 
 /// The pending last uses.
@@ -47,11 +58,20 @@ impl PendingUsage {
             }
             return;
         };
-        if self.uses.get(&id).is_some_and(|u| u.when >= when) {
+        let old = self.uses.get(&id).copied();
+        if old.is_some_and(|u| u.when >= when) {
             return;
         }
         let scope = self.scope(service, region);
-        self.uses.insert(id, Use { when, scope });
+        let written = old.and_then(|u| u.written);
+        self.uses.insert(
+            id,
+            Use {
+                when,
+                scope,
+                written,
+            },
+        );
     }
 
     fn scope(&mut self, service: &str, region: &str) -> u32 {
@@ -66,7 +86,7 @@ impl PendingUsage {
         (self.scopes.len() - 1) as u32
     }
 
-    /// The pending use of `key_id`.
+    /// The latest use of `key_id` seen here (written or not).
     pub(crate) fn get(&self, key_id: &str) -> Option<LastUsed> {
         match KeyId::new(key_id) {
             Some(id) => self.uses.get(&id).map(|u| self.last_used(u)),
@@ -83,7 +103,7 @@ impl PendingUsage {
         }
     }
 
-    /// Forgets the pending use of `key_id`.
+    /// Forgets `key_id`.
     pub(crate) fn remove(&mut self, key_id: &str) {
         match KeyId::new(key_id) {
             Some(id) => {
@@ -95,38 +115,72 @@ impl PendingUsage {
         }
     }
 
-    /// Every pending use, to be written.
-    pub(crate) fn snapshot(&self) -> Vec<(String, LastUsed)> {
+    /// The uses to write: every one not written yet, or with `coalesce`, those whose time moved
+    /// by [`REWRITE_AFTER`] or whose service or region changed since written.
+    pub(crate) fn snapshot(&self, coalesce: bool) -> Vec<(String, LastUsed)> {
+        let gap = if coalesce {
+            REWRITE_AFTER
+        } else {
+            Duration::ZERO
+        };
+        let due = |u: &Use| match u.written {
+            None => true,
+            Some((when, scope)) => {
+                scope != u.scope
+                    || u.when.duration_since(when).is_ok_and(|d| d > gap)
+                    || (!coalesce && u.when != when)
+            }
+        };
         let mut all: Vec<_> = self
             .uses
             .iter()
+            .filter(|(_, u)| due(u))
             .map(|(id, u)| (id.as_str().to_owned(), self.last_used(u)))
             .collect();
         all.extend(self.long.iter().map(|(k, v)| (k.clone(), v.clone())));
         all
     }
 
-    /// Forgets what `written` wrote, except uses recorded meanwhile that are newer; then drops the
-    /// (service, region) pairs no pending use refers to any more.
-    pub(crate) fn written(&mut self, written: &[(String, LastUsed)]) {
+    /// Notes what a flush wrote; forgets uses written long ago that have not changed since, and
+    /// the (service, region) pairs nothing refers to any more.
+    pub(crate) fn written(&mut self, written: &[(String, LastUsed)], now: SystemTime) {
         for (key_id, w) in written {
-            if self.get(key_id).is_some_and(|p| p.when <= w.when) {
-                self.remove(key_id);
+            match KeyId::new(key_id) {
+                Some(id) => {
+                    let scope = self.scope(&w.service, &w.region);
+                    if let Some(u) = self.uses.get_mut(&id) {
+                        u.written = Some((w.when, scope));
+                    }
+                }
+                None => {
+                    if self.long.get(key_id).is_some_and(|p| p.when <= w.when) {
+                        self.long.remove(key_id);
+                    }
+                }
             }
         }
+        self.uses.retain(|_, u| {
+            let settled = u.written == Some((u.when, u.scope));
+            !(settled && now.duration_since(u.when).is_ok_and(|d| d > FORGET_AFTER))
+        });
         if self.uses.is_empty() {
             self.scopes.clear();
         } else if self.scopes.len() > 64 {
             // Bounded by what one flush interval brings: rebuild from the pairs still in use.
             let old = std::mem::take(&mut self.scopes);
             let mut remap: HashMap<u32, u32> = HashMap::new();
-            for u in self.uses.values_mut() {
+            let mut new_id = |scopes: &mut Vec<(String, String)>, s: u32| {
                 let next = remap.len() as u32;
-                let new = *remap.entry(u.scope).or_insert_with(|| {
-                    self.scopes.push(old[u.scope as usize].clone());
+                *remap.entry(s).or_insert_with(|| {
+                    scopes.push(old[s as usize].clone());
                     next
-                });
-                u.scope = new;
+                })
+            };
+            for u in self.uses.values_mut() {
+                u.scope = new_id(&mut self.scopes, u.scope);
+                if let Some((when, s)) = u.written {
+                    u.written = Some((when, new_id(&mut self.scopes, s)));
+                }
             }
         }
     }
@@ -141,46 +195,77 @@ impl PendingUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
     }
 
+    const A: &str = "AKIAAAAAAAAAAAAAAAAA";
+    const B: &str = "AKIABBBBBBBBBBBBBBBB";
+
+    fn keys(v: &[(String, LastUsed)]) -> Vec<&str> {
+        let mut k: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
+        k.sort();
+        k
+    }
+
     #[test]
     fn the_latest_use_per_key_is_kept_with_its_service_and_region() {
         let mut p = PendingUsage::default();
-        p.record("AKIAAAAAAAAAAAAAAAAA", at(2), "sts", "us-east-1");
-        p.record("AKIAAAAAAAAAAAAAAAAA", at(1), "iam", "eu-west-1");
+        p.record(A, at(2), "sts", "us-east-1");
+        p.record(A, at(1), "iam", "eu-west-1");
         assert_eq!(
-            p.get("AKIAAAAAAAAAAAAAAAAA").unwrap(),
+            p.get(A).unwrap(),
             LastUsed {
                 when: at(2),
                 service: "sts".into(),
                 region: "us-east-1".into()
             }
         );
-        p.record("AKIAAAAAAAAAAAAAAAAA", at(3), "iam", "eu-west-1");
-        p.record("AKIABBBBBBBBBBBBBBBB", at(3), "sts", "us-east-1");
+        p.record(A, at(3), "iam", "eu-west-1");
+        p.record(B, at(3), "sts", "us-east-1");
         let long = "K".repeat(keyward_ids::INLINE_KEY_ID_MAX + 1);
         p.record(&long, at(4), "s3", "us-west-2");
-        assert_eq!(p.get("AKIAAAAAAAAAAAAAAAAA").unwrap().service, "iam");
+        assert_eq!(p.get(A).unwrap().service, "iam");
         assert_eq!(p.get(&long).unwrap().region, "us-west-2");
         assert_eq!(p.scopes.len(), 2, "pairs are shared");
-        let mut all = p.snapshot();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(all.len(), 3);
-        assert_eq!(all[0].0, "AKIAAAAAAAAAAAAAAAAA");
-        // A use newer than the one written stays pending.
-        p.record("AKIABBBBBBBBBBBBBBBB", at(9), "sts", "us-east-1");
-        p.written(&all);
-        assert!(p.get("AKIAAAAAAAAAAAAAAAAA").is_none());
+        let all = p.snapshot(true);
+        assert_eq!(keys(&all), vec![A, B, long.as_str()]);
+        p.written(&all, at(5));
+        assert!(p.snapshot(false).is_empty(), "all written");
         assert!(p.get(&long).is_none());
-        assert_eq!(p.get("AKIABBBBBBBBBBBBBBBB").unwrap().when, at(9));
-        p.remove("AKIABBBBBBBBBBBBBBBB");
+        assert_eq!(p.get(A).unwrap().when, at(3), "still answered from memory");
+        p.remove(A);
+        p.remove(B);
         assert!(p.is_empty());
-        p.written(&[]);
+        p.written(&[], at(6));
         assert!(p.scopes.is_empty());
+    }
+
+    #[test]
+    fn a_steady_key_is_written_again_only_after_a_while_or_a_new_scope() {
+        let mut p = PendingUsage::default();
+        p.record(A, at(0), "sts", "us-east-1");
+        p.record(B, at(0), "sts", "us-east-1");
+        let first = p.snapshot(true);
+        p.written(&first, at(0));
+        // Used again within the minute: the periodic flush skips it, an exact one writes it.
+        p.record(A, at(30), "sts", "us-east-1");
+        assert!(p.snapshot(true).is_empty());
+        assert_eq!(keys(&p.snapshot(false)), vec![A]);
+        // A new region is written at once; a minute later the time is too.
+        p.record(B, at(31), "sts", "eu-west-1");
+        assert_eq!(keys(&p.snapshot(true)), vec![B]);
+        let now = p.snapshot(true);
+        p.written(&now, at(31));
+        p.record(A, at(61), "sts", "us-east-1");
+        assert_eq!(keys(&p.snapshot(true)), vec![A]);
+        let now = p.snapshot(false);
+        p.written(&now, at(61));
+        // Settled uses are forgotten two minutes after their key's last use.
+        p.written(&[], at(61 + 601));
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -194,17 +279,22 @@ mod tests {
                 &format!("region-{i}"),
             );
         }
-        let first: Vec<_> = p
-            .snapshot()
-            .into_iter()
-            .filter(|(k, _)| !k.ends_with("99"))
-            .collect();
-        p.written(&first);
-        assert_eq!(p.scopes.len(), 1);
+        let all = p.snapshot(true);
+        p.written(&all, at(100));
+        p.record(&format!("AKIA{:016}", 99), at(200), "iam", "region-x");
+        p.written(&[], at(100 + 650));
+        // Only key 99 is left (the others settled and were forgotten): its scope and the one it
+        // was written with.
+        assert_eq!(p.uses.len(), 1);
+        assert_eq!(p.scopes.len(), 2);
         let left = p.get(&format!("AKIA{:016}", 99)).unwrap();
         assert_eq!(
             (left.service.as_str(), left.region.as_str()),
-            ("sts", "region-99")
+            ("iam", "region-x")
+        );
+        assert_eq!(
+            keys(&p.snapshot(true)),
+            vec![format!("AKIA{:016}", 99).as_str()]
         );
     }
 }
