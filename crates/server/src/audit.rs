@@ -462,6 +462,9 @@ impl Shared {
             if self.lock().batch.len() < self.limit {
                 return;
             }
+            // Wake the writer whether it is idle (the batch may have been filled by requests whose
+            // messages are not sent yet) or lingering.
+            self.start.notify_one();
             self.wake.notify_one();
             room.await;
         }
@@ -1022,5 +1025,33 @@ mod tests {
         auditor.record(event(Principal::Anonymous), false).await;
         assert_eq!(auditor.stats().dropped.load(Ordering::Relaxed), 1);
         assert_eq!(count_events(&store, &account, None).await, 2001);
+    }
+
+    /// A request that fills the pending batch before sending its message (a durable event with a
+    /// bound of one) still gets its answer: waiting for room wakes an idle writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_batch_wakes_an_idle_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(
+            &dir.path().join("keyward.db"),
+            keyward_store::MasterKey::generate(),
+        )
+        .await
+        .unwrap();
+        let account = caller().account_id;
+        store.create_account("audit", Some(&account)).await.unwrap();
+        let config = AuditConfig {
+            queue: 1,
+            ..AuditConfig::default()
+        };
+        let auditor = Auditor::start(config, store.clone()).unwrap();
+        for _ in 0..3 {
+            let mut e = event(Principal::Caller(Arc::new(caller())));
+            e.time = SystemTime::now();
+            tokio::time::timeout(Duration::from_secs(10), auditor.record(e, true))
+                .await
+                .expect("the durable event was answered");
+        }
+        assert_eq!(count_events(&store, &account, None).await, 3);
     }
 }
