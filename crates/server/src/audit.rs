@@ -974,11 +974,9 @@ mod tests {
         }
     }
 
-    /// Every event recorded reaches the store, a durable one before `record` returns, also while
-    /// requests wait for room in a full pending batch; after `close`, events are counted as
-    /// dropped.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_writer_stores_every_event_and_durable_ones_before_answering() {
+    /// An auditor keeping events in a fresh SQLite store (in the returned directory) that has the
+    /// test caller's account, with a pending bound of `queue` events.
+    async fn audited(queue: usize) -> (tempfile::TempDir, Store, String, Auditor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(
             &dir.path().join("keyward.db"),
@@ -988,12 +986,21 @@ mod tests {
         .unwrap();
         let account = caller().account_id;
         store.create_account("audit", Some(&account)).await.unwrap();
-        // A pending batch of 64 events: 2,000 events from 8 tasks fill it many times over.
         let config = AuditConfig {
-            queue: 64,
+            queue,
             ..AuditConfig::default()
         };
         let auditor = Auditor::start(config, store.clone()).unwrap();
+        (dir, store, account, auditor)
+    }
+
+    /// Every event recorded reaches the store, a durable one before `record` returns, also while
+    /// requests wait for room in a full pending batch; after `close`, events are counted as
+    /// dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_stores_every_event_and_durable_ones_before_answering() {
+        // A pending batch of 64 events: 2,000 events from 8 tasks fill it many times over.
+        let (_dir, store, account, auditor) = audited(64).await;
         let tasks: Vec<_> = (0..8)
             .map(|t| {
                 let a = auditor.clone();
@@ -1031,20 +1038,7 @@ mod tests {
     /// bound of one) still gets its answer: waiting for room wakes an idle writer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_batch_wakes_an_idle_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(
-            &dir.path().join("keyward.db"),
-            keyward_store::MasterKey::generate(),
-        )
-        .await
-        .unwrap();
-        let account = caller().account_id;
-        store.create_account("audit", Some(&account)).await.unwrap();
-        let config = AuditConfig {
-            queue: 1,
-            ..AuditConfig::default()
-        };
-        let auditor = Auditor::start(config, store.clone()).unwrap();
+        let (_dir, store, account, auditor) = audited(1).await;
         for _ in 0..3 {
             let mut e = event(Principal::Caller(Arc::new(caller())));
             e.time = SystemTime::now();

@@ -24,9 +24,8 @@ pub struct CachedKey {
     pub key: AccessKey,
     /// The secret, for signature verification, with the signing key last derived from it.
     pub secret: keyward_sigv4::SlottedSecret,
-    /// The owner as a principal.
-    pub identity: Identity,
-    /// The caller a request signed with this key acts as (shared, so a request costs no copy).
+    /// The caller a request signed with this key acts as, its identity included (shared, so a
+    /// request costs no copy).
     pub owner: Arc<Caller>,
     fetched: Instant,
     /// Queued for [`KeyCache::take_refresh`] already.
@@ -46,12 +45,12 @@ impl CachedKey {
         };
         let owner = Arc::new(Caller {
             account_id: near(&key.account_id),
-            identity: match &identity {
+            identity: match identity {
                 Identity::Root => Identity::Root,
                 Identity::User { name, user_id, arn } => Identity::User {
-                    name: near(name),
-                    user_id: near(user_id),
-                    arn: near(arn),
+                    name: near(&name),
+                    user_id: near(&user_id),
+                    arn: near(&arn),
                 },
             },
             access_key_id: near(&key.key_id),
@@ -63,7 +62,6 @@ impl CachedKey {
             secret: keyward_sigv4::SlottedSecret::new(keyward_sigv4::SecretKey::new(
                 secret.expose().to_owned(),
             )),
-            identity,
             fetched: Instant::now(),
             refresh_queued: AtomicBool::new(false),
         }

@@ -126,9 +126,7 @@ impl PendingUsage {
         let due = |u: &Use| match u.written {
             None => true,
             Some((when, scope)) => {
-                scope != u.scope
-                    || u.when.duration_since(when).is_ok_and(|d| d > gap)
-                    || (!coalesce && u.when != when)
+                scope != u.scope || u.when.duration_since(when).is_ok_and(|d| d > gap)
             }
         };
         let mut all: Vec<_> = self
