@@ -1139,15 +1139,12 @@ impl Backend for PgBackend {
     }
 
     async fn get_access_keys(&self, key_ids: &[String]) -> Result<Vec<KeyRecord>> {
-        const SQL: &str = "SELECT k.key_id, k.account_id, u.name, k.status, k.created_ms, \
-             k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region, \
-             u.user_id, u.path \
-             FROM access_keys k LEFT JOIN users u ON u.user_id = k.user_id \
-             WHERE k.key_id = ANY($1)";
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("{KEY_SELECT} WHERE k.key_id = ANY($1)"));
         let key_ids = key_ids.to_vec();
         self.with_client(move |c| {
             Box::pin(async move {
-                rows(&*c, SQL, &[&key_ids])
+                rows(&*c, &SQL, &[&key_ids])
                     .await?
                     .iter()
                     .map(key_row)
@@ -1284,11 +1281,10 @@ impl Backend for PgBackend {
         .await
     }
 
-    async fn record_key_usage(&self, mut batch: Vec<(String, LastUsed)>) -> Result<()> {
+    async fn record_key_usage(&self, batch: Vec<(String, LastUsed)>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
         let ms: Vec<i64> = batch.iter().map(|(_, u)| to_millis(u.when)).collect();
         let (ids, used): (Vec<String>, Vec<LastUsed>) = batch.into_iter().unzip();
         let (services, regions): (Vec<String>, Vec<String>) =

@@ -466,6 +466,9 @@ fn owner_id(
 const KEY_COLS: &str = "k.key_id, k.account_id, u.name, k.status, k.created_ms, k.sealed_secret, \
                         k.last_used_ms, k.last_used_service, k.last_used_region, u.user_id, u.path";
 const KEY_FROM: &str = "access_keys k LEFT JOIN users u ON u.user_id = k.user_id";
+/// One key by id, with its owner (authentication's lookup).
+static KEY_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"));
 
 fn parse_status(s: &str) -> rusqlite::Result<KeyStatus> {
     KeyStatus::parse(s).ok_or_else(|| {
@@ -849,9 +852,7 @@ impl Backend for SqliteBackend {
         let key_id = owned(key_id);
         self.read(move |tx| {
             Ok(tx
-                .prepare_cached(&format!(
-                    "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"
-                ))?
+                .prepare_cached(&KEY_BY_ID)?
                 .query_row([key_id], key_row)
                 .optional()?)
         })
@@ -861,9 +862,7 @@ impl Backend for SqliteBackend {
     async fn get_access_keys(&self, key_ids: &[String]) -> Result<Vec<KeyRecord>> {
         let key_ids = key_ids.to_vec();
         self.read(move |tx| {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {KEY_COLS} FROM {KEY_FROM} WHERE k.key_id = ?1"
-            ))?;
+            let mut stmt = tx.prepare_cached(&KEY_BY_ID)?;
             let mut found = Vec::with_capacity(key_ids.len());
             for id in &key_ids {
                 found.extend(stmt.query_row([id], key_row).optional()?);
