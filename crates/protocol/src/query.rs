@@ -3,6 +3,7 @@
 //! `+` decodes to a space, `%XX` to a byte; the result must be UTF-8. Lists are flattened as
 //! `Name.member.N` (1-based) and structures in lists as `Name.member.N.Field`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Most parameters one request may carry; a request with more is refused before any work is done.
@@ -41,16 +42,18 @@ impl fmt::Display for FormError {
 
 impl std::error::Error for FormError {}
 
-/// Decoded query-protocol parameters, in the order received.
+/// Decoded query-protocol parameters, in the order received. A component with nothing to decode
+/// borrows the form it came from (most of them: every request decodes at least `Action` and
+/// `Version`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params {
-    pairs: Vec<(String, String)>,
+pub struct Params<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// Decodes a form body or a raw query string (without `?`) and adds its parameters.
     /// A parameter that appears twice, in one form or across both, is an error.
-    pub fn extend_from_form(&mut self, form: &[u8]) -> Result<(), FormError> {
+    pub fn extend_from_form(&mut self, form: &'a [u8]) -> Result<(), FormError> {
         for part in form.split(|&b| b == b'&') {
             if part.is_empty() {
                 continue;
@@ -62,10 +65,10 @@ impl Params {
                 Some(i) => (&part[..i], &part[i + 1..]),
                 None => (part, &b""[..]),
             };
-            let k = decode_component(k)?;
-            let v = decode_component(v)?;
+            let k = decode(k)?;
+            let v = decode(v)?;
             if self.get(&k).is_some() {
-                return Err(FormError::Duplicate(k));
+                return Err(FormError::Duplicate(k.into_owned()));
             }
             self.pairs.push((k, v));
         }
@@ -73,7 +76,7 @@ impl Params {
     }
 
     /// Parameters of one form.
-    pub fn parse(form: &[u8]) -> Result<Self, FormError> {
+    pub fn parse(form: &'a [u8]) -> Result<Self, FormError> {
         let mut p = Self::default();
         p.extend_from_form(form)?;
         Ok(p)
@@ -84,7 +87,7 @@ impl Params {
         self.pairs
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     /// True when no parameter is present.
@@ -94,7 +97,7 @@ impl Params {
 
     /// Every parameter, in the order received.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The members of list `name` (`name.member.N`), ordered by N, as `(N, field, value)` where `field`
@@ -148,8 +151,15 @@ fn hex_val(b: u8) -> Option<u8> {
 
 /// Decodes one form component: `+` is a space, `%XX` a byte; the result must be UTF-8.
 pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
+    decode(raw).map(Cow::into_owned)
+}
+
+/// [`decode_component`], borrowing `raw` when there is nothing to decode.
+fn decode(raw: &[u8]) -> Result<Cow<'_, str>, FormError> {
     if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        return String::from_utf8(raw.to_vec()).map_err(|_| FormError::NotUtf8);
+        return std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| FormError::NotUtf8);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -169,7 +179,9 @@ pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| FormError::NotUtf8)
 }
 
 #[cfg(test)]

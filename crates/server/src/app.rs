@@ -84,13 +84,14 @@ pub struct App {
     auditor: Option<Auditor>,
 }
 
-/// What a request showed about itself, for its audit event.
+/// What a request showed about itself, for its audit event, borrowed from the request (its
+/// parsed signature, parameters and headers).
 #[derive(Default)]
-struct Trace {
-    service: Option<String>,
-    region: Option<String>,
-    action: Option<String>,
-    key_id: Option<String>,
+struct Trace<'a> {
+    service: Option<&'a str>,
+    region: Option<&'a str>,
+    action: Option<&'a str>,
+    key_id: Option<&'a str>,
     caller: Option<Arc<Caller>>,
     /// The owner of the key a failed request presented, when the key exists.
     owner: Option<Arc<Caller>>,
@@ -348,10 +349,12 @@ impl App {
         // Requests refused by the throttle above are not audited: a flood must not become a flood of
         // events; they are counted in the metrics instead.
         let mut trace = Trace::default();
+        let mut params = Params::default();
         let result = self
             .dispatch(
                 &sreq,
                 &body,
+                &mut params,
                 &parsed,
                 &mut dialect,
                 &rid,
@@ -395,17 +398,17 @@ impl App {
         parts: &http::request::Parts,
         result: &Result<String, ApiError>,
         dialect: Dialect,
-        trace: Trace,
+        trace: Trace<'_>,
         rid: &str,
         now: SystemTime,
     ) {
-        let service = trace.service.as_deref().unwrap_or(match dialect {
+        let service = trace.service.unwrap_or(match dialect {
             Dialect::Iam => "iam",
             Dialect::Sts => "sts",
             Dialect::S3 => "s3",
             Dialect::Json => "cloudtrail",
         });
-        let event_name = trace.action.as_deref().unwrap_or(match dialect {
+        let event_name = trace.action.unwrap_or(match dialect {
             Dialect::S3 => s3_event_name(parts.method.as_str(), parts.uri.path()),
             _ => "Unknown",
         });
@@ -415,7 +418,7 @@ impl App {
             (Some(c), _, _) => Principal::Caller(c),
             // A failure with a key that exists (wrong signature, inactive key): its owner.
             (None, Some(o), _) => Principal::Caller(o),
-            (None, None, Some(k)) => Principal::Key(k),
+            (None, None, Some(k)) => Principal::Key(k.to_owned()),
             (None, None, None) => Principal::Anonymous,
         };
         let (error, response_xml) = match result {
@@ -427,7 +430,7 @@ impl App {
             time: now,
             service,
             event_name,
-            region: trace.region.as_deref().unwrap_or("us-east-1"),
+            region: trace.region.unwrap_or("us-east-1"),
             source_ip: parts
                 .extensions
                 .get::<crate::http::ConnInfo>()
@@ -447,19 +450,19 @@ impl App {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn dispatch(
+    async fn dispatch<'a>(
         &self,
-        req: &Request<'_>,
-        body: &Bytes,
-        parsed: &Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
+        req: &Request<'a>,
+        body: &'a Bytes,
+        params: &'a mut Params<'a>,
+        parsed: &'a Result<Option<SignedRequest>, keyward_sigv4::ParseError>,
         dialect: &mut Dialect,
         rid: &str,
         now: SystemTime,
         guard: &AuthGuard<'_>,
-        trace: &mut Trace,
+        trace: &mut Trace<'a>,
     ) -> Result<String, ApiError> {
         let auditing = self.auditor.is_some();
-        let mut params = Params::default();
         if matches!(*dialect, Dialect::Iam | Dialect::Sts) {
             params
                 .extend_from_form(req.query.as_bytes())
@@ -474,16 +477,18 @@ impl App {
                     *dialect = Dialect::Sts;
                 }
             }
-            if auditing {
-                trace.action = params.get("Action").map(str::to_owned);
-                trace.params = audit::request_parameters(params.iter());
-            }
+        }
+        // Filled: from here on only read, for as long as the trace lives.
+        let params: &'a Params<'a> = params;
+        if auditing && matches!(*dialect, Dialect::Iam | Dialect::Sts) {
+            trace.action = params.get("Action");
+            trace.params = audit::request_parameters(params.iter());
         }
         if auditing {
             if let Some(target) = req.headers.get(&X_AMZ_TARGET) {
                 let target = target.to_str().unwrap_or("");
                 let op = target.rsplit('.').next().unwrap_or(target);
-                trace.action = Some(op.to_owned());
+                trace.action = Some(op);
                 if cloudtrail::operation(target).is_some() {
                     trace.params = serde_json::from_slice::<serde_json::Value>(body)
                         .ok()
@@ -493,13 +498,13 @@ impl App {
             }
             match parsed {
                 Ok(Some(SignedRequest::V4(a))) => {
-                    trace.service = Some(a.scope().service().to_owned());
-                    trace.region = Some(a.scope().region().to_owned());
-                    trace.key_id = Some(a.access_key_id().to_owned());
+                    trace.service = Some(a.scope().service());
+                    trace.region = Some(a.scope().region());
+                    trace.key_id = Some(a.access_key_id());
                 }
                 Ok(Some(SignedRequest::V2Presigned(a))) => {
-                    trace.service = Some("s3".to_owned());
-                    trace.key_id = Some(a.access_key_id().to_owned());
+                    trace.service = Some("s3");
+                    trace.key_id = Some(a.access_key_id());
                 }
                 _ => {}
             }
@@ -568,13 +573,13 @@ impl App {
         };
         if is_sts {
             *dialect = Dialect::Sts;
-            sts::handle(self, caller, action, &params, rid, now).await
+            sts::handle(self, caller, action, params, rid, now).await
         } else {
             *dialect = Dialect::Iam;
             if !iam::ACTIONS.contains(&action) {
                 return Err(invalid_action(action, "2010-05-08"));
             }
-            iam::handle(self, caller, action, &params, rid).await
+            iam::handle(self, caller, action, params, rid).await
         }
     }
 

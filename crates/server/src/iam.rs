@@ -70,7 +70,7 @@ fn write_key_meta(w: &mut XmlWriter, k: &AccessKey) {
 }
 
 /// Parses and validates `Tags.member.N.Key/Value`.
-fn parse_tags(p: &Params, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
+fn parse_tags(p: &Params<'_>, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
     let entries = p.list_entries("Tags").map_err(|name| {
         ApiError::new(
             400,
@@ -117,7 +117,7 @@ pub(crate) async fn handle(
     app: &App,
     caller: &Caller,
     action: &str,
-    p: &Params,
+    p: &Params<'_>,
     rid: &str,
 ) -> Result<String, ApiError> {
     let acct = caller.account_id.as_str();

@@ -10,7 +10,7 @@
 //! only store lookups.
 
 use crate::caller::{Caller, Identity};
-use keyward_ids::InlineKeyId;
+use keyward_ids::{InlineKeyId, KeyIdMap};
 use keyward_store::{AccessKey, Secret};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,7 +86,7 @@ pub struct KeyCache {
     /// Bumped by every eviction, under the map's write lock: an entry read from the store before an
     /// eviction may be stale and is not inserted (see [`KeyCache::ticket`]).
     generation: AtomicU64,
-    map: RwLock<HashMap<InlineKeyId, Arc<CachedKey>>>,
+    map: RwLock<KeyIdMap<Arc<CachedKey>>>,
     users: RwLock<HashMap<(String, String), CachedUser>>,
     ttl: Duration,
     capacity: usize,
@@ -99,7 +99,7 @@ impl KeyCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             generation: AtomicU64::new(0),
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(KeyIdMap::default()),
             users: RwLock::new(HashMap::new()),
             ttl,
             capacity,

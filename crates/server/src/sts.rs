@@ -23,7 +23,7 @@ pub(crate) async fn handle(
     app: &App,
     caller: &Caller,
     action: &str,
-    p: &Params,
+    p: &Params<'_>,
     rid: &str,
     now: SystemTime,
 ) -> Result<String, ApiError> {

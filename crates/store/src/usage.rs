@@ -6,10 +6,11 @@
 //! pairs seen (a handful in practice), instead of three strings on the heap per key, each one more
 //! cache miss when many keys are in use.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use keyward_ids::InlineKeyId as KeyId;
+use keyward_ids::{InlineKeyId as KeyId, KeyIdMap};
 
 use crate::LastUsed;
 
@@ -34,7 +35,7 @@ struct Use {
 /// The pending last uses.
 #[derive(Default)]
 pub(crate) struct PendingUsage {
-    uses: HashMap<KeyId, Use>,
+    uses: KeyIdMap<Use>,
     /// (service, region) pairs the uses refer to.
     scopes: Vec<(String, String)>,
     /// Uses of key ids too long to hold inline (none of keyward's).
@@ -58,20 +59,24 @@ impl PendingUsage {
             }
             return;
         };
-        let old = self.uses.get(&id).copied();
-        if old.is_some_and(|u| u.when >= when) {
-            return;
-        }
+        // One probe: the pair's index is found first (a short scan of a handful of pairs).
         let scope = self.scope(service, region);
-        let written = old.and_then(|u| u.written);
-        self.uses.insert(
-            id,
-            Use {
-                when,
-                scope,
-                written,
-            },
-        );
+        match self.uses.entry(id) {
+            Entry::Occupied(mut o) => {
+                let u = o.get_mut();
+                if u.when < when {
+                    u.when = when;
+                    u.scope = scope;
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(Use {
+                    when,
+                    scope,
+                    written: None,
+                });
+            }
+        }
     }
 
     fn scope(&mut self, service: &str, region: &str) -> u32 {
