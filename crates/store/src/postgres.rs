@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("migrations/postgres/0003_audit_batches.sql"),
     ),
+    (4, include_str!("migrations/postgres/0004_audit_lz4.sql")),
 ];
 
 /// The PostgreSQL engine.

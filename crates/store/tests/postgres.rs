@@ -350,7 +350,18 @@ fn migrations_raced_by_starting_nodes() {
         // Each migration applied once, by one node.
         let mut versions: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         versions.sort();
-        assert_eq!(versions, [(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(versions, [(1, 1), (2, 1), (3, 1), (4, 1)]);
+        // Schema 4: the audit batches are compressed with LZ4 (this server is built with it).
+        let compression: Option<String> = client
+            .query_one(
+                "SELECT attcompression::text FROM pg_attribute \
+                 WHERE attrelid = 'audit_batches'::regclass AND attname = 'data'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(compression.as_deref(), Some("l"));
         stores[0].create_account("migrated", None).await.unwrap();
         for s in &stores {
             assert!(s.get_account_by_name("migrated").await.unwrap().is_some());
