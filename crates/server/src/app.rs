@@ -2,7 +2,9 @@
 //! [`App::handle`] directly.
 
 use crate::audit::{self, AuditEvent, Auditor, Principal};
-use crate::auth::{self, authenticate_counted, malformed, missing_authentication, AuthFailure};
+use crate::auth::{
+    self, authenticate_cached, authenticate_counted, malformed, missing_authentication, AuthFailure,
+};
 use crate::caller::Caller;
 use crate::http::ConnInfo;
 use crate::keycache::KeyCache;
@@ -518,14 +520,17 @@ impl App {
                 return Err(self.auth_failed_counted(f, *dialect, guard));
             }
         };
-        let authn = authenticate_counted(self, req, body, parsed, *dialect, now)
-            .await
-            .map_err(|mut f| {
-                if auditing {
-                    trace.owner = f.owner.take();
-                }
-                self.auth_failed_counted(f, *dialect, guard)
-            })?;
+        // A cached key is checked without building the future of the store's path.
+        let authn = match authenticate_cached(self, req, body, parsed, *dialect, now) {
+            Some(r) => r,
+            None => authenticate_counted(self, req, body, parsed, *dialect, now).await,
+        };
+        let authn = authn.map_err(|mut f| {
+            if auditing {
+                trace.owner = f.owner.take();
+            }
+            self.auth_failed_counted(f, *dialect, guard)
+        })?;
         if auditing {
             trace.caller = Some(Arc::clone(&authn.caller));
         }

@@ -211,23 +211,43 @@ pub fn proves_secret(e: &VerifyError) -> bool {
     )
 }
 
-/// Authenticates `parsed`, a signature found on `req`, at time `now`; a failure tells whether
-/// failed-authentication throttling counts it, and whose key it was.
-pub async fn authenticate_counted(
-    app: &App,
-    req: &Request<'_>,
-    body: &[u8],
-    parsed: &SignedRequest,
+/// What a verification needs besides the secret: the request, its signature and the time.
+#[derive(Clone, Copy)]
+struct Check<'r> {
+    app: &'r App,
+    req: &'r Request<'r>,
+    body: &'r [u8],
+    parsed: &'r SignedRequest,
     dialect: Dialect,
     now: SystemTime,
-) -> Result<Authenticated, AuthFailure> {
-    let (key_id, token) = match parsed {
-        SignedRequest::V4(a) => (a.access_key_id(), a.session_token()),
-        SignedRequest::V2Presigned(a) => (a.access_key_id(), a.session_token()),
-    };
-    // A long-term key's entry keeps its own signing key (`Err`); a session's secret goes through the
-    // shared cache (`Ok`).
-    let verify = |secret: Result<&SecretKey, &SlottedSecret>| -> Result<Verified, AuthFailure> {
+}
+
+impl Check<'_> {
+    fn key_id(&self) -> &str {
+        match self.parsed {
+            SignedRequest::V4(a) => a.access_key_id(),
+            SignedRequest::V2Presigned(a) => a.access_key_id(),
+        }
+    }
+
+    fn token(&self) -> Option<&str> {
+        match self.parsed {
+            SignedRequest::V4(a) => a.session_token(),
+            SignedRequest::V2Presigned(a) => a.session_token(),
+        }
+    }
+
+    /// Verifies the signature with a session's secret (`Ok`, through the shared cache of signing
+    /// keys) or a long-term key's entry, which keeps its own signing key (`Err`).
+    fn verify(&self, secret: Result<&SecretKey, &SlottedSecret>) -> Result<Verified, AuthFailure> {
+        let Check {
+            app,
+            req,
+            body,
+            parsed,
+            dialect,
+            now,
+        } = *self;
         let r = match (parsed, secret) {
             (SignedRequest::V4(a), Ok(s)) => a.verify(req, body, s, now, Some(app.signing_keys())),
             (SignedRequest::V4(a), Err(s)) => a.verify_slotted(req, body, s, now),
@@ -240,18 +260,88 @@ pub async fn authenticate_counted(
         };
         r.map_err(|e| AuthFailure {
             counts: !proves_secret(&e),
-            error: verify_error(dialect, key_id, expires, e, now),
+            error: verify_error(dialect, self.key_id(), expires, e, now),
             owner: None,
         })
-    };
+    }
 
+    /// Authenticates with a long-term key's entry.
+    fn with_entry(&self, entry: &CachedKey) -> Result<Authenticated, AuthFailure> {
+        let owner = &entry.owner;
+        let refuse = |error: ApiError| AuthFailure {
+            owner: Some(Arc::clone(owner)),
+            ..AuthFailure::from(error)
+        };
+        if entry.key.status != KeyStatus::Active {
+            return Err(refuse(unknown_key(self.dialect, self.key_id())));
+        }
+        if let Some(token) = self.token() {
+            // A session token next to a long-term key: AWS refuses the pair.
+            return Err(refuse(bad_token(self.dialect, token, TokenError::Invalid)));
+        }
+        let verified = self.verify(Err(&entry.secret)).map_err(|f| AuthFailure {
+            owner: Some(Arc::clone(owner)),
+            ..f
+        })?;
+        Ok(Authenticated {
+            caller: Arc::clone(owner),
+            verified,
+        })
+    }
+}
+
+/// [`authenticate_counted`] for the common case, without suspending: a long-term key found in the
+/// verification cache. `None` when the store or a session's user must be consulted.
+pub fn authenticate_cached(
+    app: &App,
+    req: &Request<'_>,
+    body: &[u8],
+    parsed: &SignedRequest,
+    dialect: Dialect,
+    now: SystemTime,
+) -> Option<Result<Authenticated, AuthFailure>> {
+    let check = Check {
+        app,
+        req,
+        body,
+        parsed,
+        dialect,
+        now,
+    };
+    let key_id = check.key_id();
     if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
-        let Some(token) = token else {
+        return None;
+    }
+    let entry = cached_key(app, key_id)?;
+    Some(check.with_entry(&entry))
+}
+
+/// Authenticates `parsed`, a signature found on `req`, at time `now`; a failure tells whether
+/// failed-authentication throttling counts it, and whose key it was.
+pub async fn authenticate_counted(
+    app: &App,
+    req: &Request<'_>,
+    body: &[u8],
+    parsed: &SignedRequest,
+    dialect: Dialect,
+    now: SystemTime,
+) -> Result<Authenticated, AuthFailure> {
+    let check = Check {
+        app,
+        req,
+        body,
+        parsed,
+        dialect,
+        now,
+    };
+    let key_id = check.key_id();
+    if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
+        let Some(token) = check.token() else {
             return Err(unknown_key(dialect, key_id).into());
         };
         let claims = session::open(app.session_sealer(), token, key_id, now)
             .map_err(|e| AuthFailure::from(bad_token(dialect, token, e)))?;
-        let verified = verify(Ok(&claims.secret))?;
+        let verified = check.verify(Ok(&claims.secret))?;
         let identity = match &claims.user {
             None => Identity::Root,
             Some((name, _)) => {
@@ -276,34 +366,21 @@ pub async fn authenticate_counted(
     let Some(entry) = lookup_key(app, key_id).await? else {
         return Err(unknown_key(dialect, key_id).into());
     };
-    let owner = &entry.owner;
-    let refuse = |error: ApiError| AuthFailure {
-        owner: Some(Arc::clone(owner)),
-        ..AuthFailure::from(error)
-    };
-    if entry.key.status != KeyStatus::Active {
-        return Err(refuse(unknown_key(dialect, key_id)));
-    }
-    if let Some(token) = token {
-        // A session token next to a long-term key: AWS refuses the pair.
-        return Err(refuse(bad_token(dialect, token, TokenError::Invalid)));
-    }
-    let verified = verify(Err(&entry.secret)).map_err(|f| AuthFailure {
-        owner: Some(Arc::clone(owner)),
-        ..f
-    })?;
-    Ok(Authenticated {
-        caller: Arc::clone(owner),
-        verified,
-    })
+    check.with_entry(&entry)
+}
+
+/// The fresh cache entry of `key_id`, counted as a hit; a miss is counted by [`lookup_key`].
+fn cached_key(app: &App, key_id: &str) -> Option<Arc<CachedKey>> {
+    let e = app.key_cache().get(key_id)?;
+    app.metrics()
+        .key_cache_hits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(e)
 }
 
 /// The verification entry of a long-term key, from the cache or the store.
 pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>>, ApiError> {
-    if let Some(e) = app.key_cache().get(key_id) {
-        app.metrics()
-            .key_cache_hits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(e) = cached_key(app, key_id) {
         return Ok(Some(e));
     }
     app.metrics()
