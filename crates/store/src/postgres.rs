@@ -76,7 +76,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0003_audit_batches.sql"),
     ),
     (4, include_str!("migrations/postgres/0004_audit_lz4.sql")),
+    (
+        5,
+        include_str!("migrations/postgres/0005_change_stamp_rows.sql"),
+    ),
 ];
+
+/// The row of the change stamp a write moves: one of the 16 rows (schema 5) by connection, so
+/// writers on different connections do not queue on one row lock until commit. The stamp is the
+/// sum of the rows.
+macro_rules! stamp_row {
+    () => {
+        "1 + pg_backend_pid() % 16"
+    };
+}
 
 /// The PostgreSQL engine.
 pub(crate) struct PgBackend {
@@ -544,7 +557,10 @@ async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -
 async fn bump(tx: &Transaction<'_>) -> FResult<()> {
     exec(
         tx,
-        "UPDATE change_stamp SET value = value + 1 WHERE id = 1",
+        concat!(
+            "UPDATE change_stamp SET value = value + 1 WHERE id = ",
+            stamp_row!()
+        ),
         &[],
     )
     .await?;
@@ -1079,11 +1095,12 @@ impl Backend for PgBackend {
                              ON CONFLICT (key_id) DO NOTHING
                              RETURNING key_id),
                      b AS (UPDATE change_stamp SET value = value + 1
-                           WHERE id = 1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1),
+                           WHERE id = {} AND EXISTS (SELECT 1 FROM ins) RETURNING 1),
                      nt AS (SELECT pg_notify($8, $7) FROM ins)
                      SELECT (SELECT n FROM c), (SELECT COUNT(*) FROM ins),
                             (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)",
-                    owner_filter(&owner, 2)
+                    owner_filter(&owner, 2),
+                    stamp_row!()
                 );
                 let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
                 let payload = Change::AccessKey(key.key_id.clone()).payload();
@@ -1227,11 +1244,15 @@ impl Backend for PgBackend {
         // it is the owner's, move the change stamp and announce, only if deleted.
         self.with_client(move |c| {
             Box::pin(async move {
-                const TAIL: &str = "b AS (UPDATE change_stamp SET value = value + 1
-                           WHERE id = 1 AND EXISTS (SELECT 1 FROM d) RETURNING 1),
+                const TAIL: &str = concat!(
+                    "b AS (UPDATE change_stamp SET value = value + 1
+                           WHERE id = ",
+                    stamp_row!(),
+                    " AND EXISTS (SELECT 1 FROM d) RETURNING 1),
                      nt AS (SELECT pg_notify($4, $3) FROM d)
                      SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
-                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)";
+                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)"
+                );
                 let payload = Change::AccessKey(key_id.clone()).payload();
                 let row = match &user_name {
                     Some(name) => {
@@ -1401,11 +1422,14 @@ impl Backend for PgBackend {
     }
 
     async fn change_stamp(&self) -> Result<u64> {
-        const SQL: &str = "SELECT value FROM change_stamp WHERE id = 1";
+        const SQL: &str = "SELECT SUM(value)::bigint FROM change_stamp";
         self.single(SQL, Vec::new(), |rows| {
-            let v: i64 = match rows.first() {
+            let v: Option<i64> = match rows.first() {
                 Some(r) => r.try_get(0)?,
-                None => return Err(StoreError::Corrupt("no change_stamp row".into()).into()),
+                None => None,
+            };
+            let Some(v) = v else {
+                return Err(StoreError::Corrupt("no change_stamp row".into()).into());
             };
             Ok(u64::try_from(v).unwrap_or(0))
         })

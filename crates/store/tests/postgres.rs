@@ -250,6 +250,44 @@ fn racing_creates_across_three_nodes() {
 /// A database written by schema 2 (one row per audit event) is migrated: every event is kept, with
 /// its JSON exactly as written.
 #[test]
+fn change_stamp_counts_every_concurrent_commit() {
+    run(false, async {
+        let Some(admin) = admin_url() else { return };
+        let url = fresh_database(&admin).await;
+        let nodes = [open(&url).await, open(&url).await];
+        let acct = nodes[0].create_account("stamps", None).await.unwrap().id;
+        let before = nodes[1].change_stamp().await.unwrap();
+        // Writers on many connections of two nodes move different rows of the stamp; its sum
+        // still counts each committed change once.
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = nodes[i % 2].clone();
+            let acct = acct.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create_user(&acct, &format!("u{i}"), "/", &[])
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let after = nodes[0].change_stamp().await.unwrap();
+        assert_eq!(after - before, 40);
+        // A failed write moves nothing.
+        let dup = nodes[0].create_user(&acct, "U0", "/", &[]).await;
+        assert!(
+            matches!(dup, Err(StoreError::EntityAlreadyExists(_))),
+            "{dup:?}"
+        );
+        assert_eq!(nodes[1].change_stamp().await.unwrap(), after);
+        for n in &nodes {
+            n.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn schema_2_audit_events_are_kept() {
     run(false, async {
         let Some(admin_url_) = admin_url() else {
@@ -350,7 +388,7 @@ fn migrations_raced_by_starting_nodes() {
         // Each migration applied once, by one node.
         let mut versions: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         versions.sort();
-        assert_eq!(versions, [(1, 1), (2, 1), (3, 1), (4, 1)]);
+        assert_eq!(versions, [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
         // Schema 4: the audit batches are compressed with LZ4 (this server is built with it).
         let compression: Option<String> = client
             .query_one(
@@ -362,6 +400,13 @@ fn migrations_raced_by_starting_nodes() {
             .unwrap()
             .get(0);
         assert_eq!(compression.as_deref(), Some("l"));
+        // Schema 5: the change stamp is spread over 16 rows, and is their sum.
+        let rows: i64 = client
+            .query_one("SELECT COUNT(*) FROM change_stamp", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 16);
         stores[0].create_account("migrated", None).await.unwrap();
         for s in &stores {
             assert!(s.get_account_by_name("migrated").await.unwrap().is_some());
