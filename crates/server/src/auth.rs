@@ -272,7 +272,7 @@ impl Check<'_> {
             owner: Some(Arc::clone(owner)),
             ..AuthFailure::from(error)
         };
-        if entry.key.status != KeyStatus::Active {
+        if entry.status != KeyStatus::Active {
             return Err(refuse(unknown_key(self.dialect, self.key_id())));
         }
         if let Some(token) = self.token() {
@@ -401,7 +401,7 @@ pub async fn lookup_key(app: &App, key_id: &str) -> Result<Option<Arc<CachedKey>
     let Some(entry) = cached_entry(key, &secret, owner) else {
         return Ok(None);
     };
-    if entry.key.status != KeyStatus::Active {
+    if entry.status != KeyStatus::Active {
         // Refused keys are not cached: a key made active again (here or on another node) works at
         // once, without waiting for the entry to expire or for the other node's notification.
         return Ok(Some(Arc::new(entry)));
@@ -442,7 +442,7 @@ pub async fn refresh_keys(app: &App) -> Result<(), keyward_store::StoreError> {
     for (key, secret, owner) in found {
         let id = key.key_id.clone();
         match cached_entry(key, &secret, owner) {
-            Some(e) if e.key.status == KeyStatus::Active => {
+            Some(e) if e.status == KeyStatus::Active => {
                 app.key_cache().insert(ticket, e);
                 fresh.insert(id);
             }
@@ -542,7 +542,7 @@ mod tests {
         refresh_keys(&app).await.unwrap();
         assert!(app.key_cache().get(&key.key_id).is_none(), "evicted");
         let now = lookup_key(&app, &key.key_id).await.unwrap().unwrap();
-        assert_eq!(now.key.status, KeyStatus::Inactive);
+        assert_eq!(now.status, KeyStatus::Inactive);
         let misses = app
             .metrics()
             .key_cache_misses

@@ -11,25 +11,30 @@
 
 use crate::caller::{Caller, Identity};
 use keyward_ids::{InlineKeyId, KeyIdMap};
-use keyward_store::{AccessKey, Secret};
+use keyward_store::{AccessKey, KeyStatus, Secret};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// What authentication needs about one long-term access key.
+///
+/// With many keys in use each request's entry is cold, so it holds only what a request reads, in
+/// the order it reads it (`repr(C)` keeps that order): age, status, the caller, then the signing
+/// key's slot; the key id, account and owner name are the caller's.
 #[derive(Debug)]
+#[repr(C)]
 pub struct CachedKey {
-    /// The key's metadata (owner, status).
-    pub key: AccessKey,
-    /// The secret, for signature verification, with the signing key last derived from it.
-    pub secret: keyward_sigv4::SlottedSecret,
-    /// The caller a request signed with this key acts as, its identity included (shared, so a
-    /// request costs no copy).
-    pub owner: Arc<Caller>,
     fetched: Instant,
+    /// The key's status.
+    pub status: KeyStatus,
     /// Queued for [`KeyCache::take_refresh`] already.
     refresh_queued: AtomicBool,
+    /// The caller a request signed with this key acts as, its identity included (shared, so a
+    /// request costs no copy); also the key's id and account.
+    pub owner: Arc<Caller>,
+    /// The secret, for signature verification, with the signing key last derived from it.
+    pub secret: keyward_sigv4::SlottedSecret,
 }
 
 impl CachedKey {
@@ -58,7 +63,7 @@ impl CachedKey {
         });
         Self {
             owner,
-            key,
+            status: key.status,
             secret: keyward_sigv4::SlottedSecret::new(keyward_sigv4::SecretKey::new(
                 secret.expose().to_owned(),
             )),
@@ -162,7 +167,7 @@ impl KeyCache {
             }
         }
         // keyward's key ids always fit; one that did not would simply not be cached.
-        if let Some(id) = InlineKeyId::new(&entry.key.key_id) {
+        if let Some(id) = InlineKeyId::new(&entry.owner.access_key_id) {
             map.insert(id, Arc::clone(&entry));
         }
         entry
@@ -228,11 +233,10 @@ impl KeyCache {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         map.retain(|_, e| {
-            e.key.account_id != account_id
+            e.owner.account_id != account_id
                 || user_name.is_some_and(|u| {
-                    !e.key
-                        .user_name
-                        .as_deref()
+                    !e.owner
+                        .user_name()
                         .is_some_and(|n| n.eq_ignore_ascii_case(u))
                 })
         });

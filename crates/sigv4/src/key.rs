@@ -128,10 +128,13 @@ impl SigningKey {
 const SLOT_SCOPE_MAX: usize = 96;
 
 /// The signing key last derived for a scope.
+// `repr(C)`: the scope's length, the key, then the scope, so a hit (a short scope compared, the
+// key copied) reads the first cache lines only.
+#[repr(C)]
 struct Slot {
-    scope: [u8; SLOT_SCOPE_MAX],
     len: usize,
     key: SigningKey,
+    scope: [u8; SLOT_SCOPE_MAX],
 }
 
 /// A secret access key and the signing key last derived from it, kept together (in a verification
@@ -139,9 +142,10 @@ struct Slot {
 /// found next to the secret. One scope (date, region, service) is remembered; a request with
 /// another scope derives its key and takes the slot. The secret never changes, so the slot cannot
 /// hold a key of another secret.
+#[repr(C)]
 pub struct SlottedSecret {
-    secret: SecretKey,
     slot: Mutex<Option<Slot>>,
+    secret: SecretKey,
 }
 
 impl fmt::Debug for SlottedSecret {
