@@ -217,11 +217,29 @@ impl App {
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Failures in a row: the first is a warning, the next ones (every tick while the
+            // store is away) are not repeated at that level, and the recovery is noted.
+            let mut failing = 0u64;
             loop {
                 tick.tick().await;
-                if let Err(e) = crate::auth::refresh_keys(&app).await {
-                    // The entries then expire and requests read their keys themselves.
-                    tracing::warn!(error = %e, "refreshing cached access keys failed");
+                match crate::auth::refresh_keys(&app).await {
+                    Ok(read) if read > 0 && failing > 0 => {
+                        tracing::info!(
+                            failures = failing,
+                            "refreshing cached access keys works again"
+                        );
+                        failing = 0;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // The entries then expire and requests read their keys themselves.
+                        failing += 1;
+                        if failing == 1 {
+                            tracing::warn!(error = %e, "refreshing cached access keys failed");
+                        } else {
+                            tracing::debug!(error = %e, failures = failing, "refreshing cached access keys failed again");
+                        }
+                    }
                 }
             }
         }))

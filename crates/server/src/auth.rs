@@ -431,10 +431,11 @@ pub fn cached_entry(
 /// Re-reads, in one store round trip, the keys whose cache entries are close to expiring and were
 /// used meanwhile ([`crate::keycache::KeyCache::take_refresh`]), so a key in steady use never
 /// waits for the store; a key found changed (inactive, deleted, its user gone) is evicted.
-pub async fn refresh_keys(app: &App) -> Result<(), keyward_store::StoreError> {
+/// Returns how many keys were read (0: none was due).
+pub async fn refresh_keys(app: &App) -> Result<usize, keyward_store::StoreError> {
     let ids = app.key_cache().take_refresh();
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let ticket = app.key_cache().ticket();
     let found = app.store().get_access_keys_with_owner(&ids).await?;
@@ -452,7 +453,7 @@ pub async fn refresh_keys(app: &App) -> Result<(), keyward_store::StoreError> {
     for id in ids.iter().filter(|id| !fresh.contains(*id)) {
         app.key_cache().evict(id);
     }
-    Ok(())
+    Ok(ids.len())
 }
 
 /// The identity of the IAM user behind session credentials, from the cache or the store;
@@ -526,7 +527,7 @@ mod tests {
         // Used late in its life: answered from the cache, and re-read by the refresh.
         let same = lookup_key(&app, &key.key_id).await.unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &same));
-        refresh_keys(&app).await.unwrap();
+        assert_eq!(refresh_keys(&app).await.unwrap(), 1);
         let refreshed = app.key_cache().get(&key.key_id).expect("still cached");
         assert!(!Arc::ptr_eq(&first, &refreshed), "a new entry");
         tokio::time::sleep(Duration::from_millis(800)).await;
