@@ -2,9 +2,7 @@
 //! [`App::handle`] directly.
 
 use crate::audit::{self, AuditEvent, Auditor, Principal};
-use crate::auth::{
-    self, authenticate_cached, authenticate_counted, malformed, missing_authentication, AuthFailure,
-};
+use crate::auth::{self, malformed, missing_authentication, AuthFailure, Check};
 use crate::caller::Caller;
 use crate::http::ConnInfo;
 use crate::keycache::KeyCache;
@@ -538,10 +536,18 @@ impl App {
                 return Err(self.auth_failed_counted(f, *dialect, guard));
             }
         };
+        let check = Check {
+            app: self,
+            req,
+            body,
+            parsed,
+            dialect: *dialect,
+            now,
+        };
         // A cached key is checked without building the future of the store's path.
-        let authn = match authenticate_cached(self, req, body, parsed, *dialect, now) {
+        let authn = match check.cached() {
             Some(r) => r,
-            None => authenticate_counted(self, req, body, parsed, *dialect, now).await,
+            None => check.authenticate().await,
         };
         let authn = authn.map_err(|mut f| {
             if auditing {

@@ -211,15 +211,23 @@ pub fn proves_secret(e: &VerifyError) -> bool {
     )
 }
 
-/// What a verification needs besides the secret: the request, its signature and the time.
+/// One signature to authenticate: the request it was found on, its parsed form, the dialect of
+/// the answer and the time. [`Check::cached`] answers the common case without suspending;
+/// [`Check::authenticate`] answers every case.
 #[derive(Clone, Copy)]
-struct Check<'r> {
-    app: &'r App,
-    req: &'r Request<'r>,
-    body: &'r [u8],
-    parsed: &'r SignedRequest,
-    dialect: Dialect,
-    now: SystemTime,
+pub struct Check<'r> {
+    /// The application (its caches and store).
+    pub app: &'r App,
+    /// The request the signature was found on.
+    pub req: &'r Request<'r>,
+    /// The request's body.
+    pub body: &'r [u8],
+    /// The signature.
+    pub parsed: &'r SignedRequest,
+    /// How errors are spoken.
+    pub dialect: Dialect,
+    /// The server's time.
+    pub now: SystemTime,
 }
 
 impl Check<'_> {
@@ -288,85 +296,58 @@ impl Check<'_> {
             verified,
         })
     }
-}
 
-/// [`authenticate_counted`] for the common case, without suspending: a long-term key found in the
-/// verification cache. `None` when the store or a session's user must be consulted.
-pub fn authenticate_cached(
-    app: &App,
-    req: &Request<'_>,
-    body: &[u8],
-    parsed: &SignedRequest,
-    dialect: Dialect,
-    now: SystemTime,
-) -> Option<Result<Authenticated, AuthFailure>> {
-    let check = Check {
-        app,
-        req,
-        body,
-        parsed,
-        dialect,
-        now,
-    };
-    let key_id = check.key_id();
-    if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
-        return None;
+    /// [`Check::authenticate`] for the common case, without suspending: a long-term key found in
+    /// the verification cache. `None` when the store or a session's user must be consulted.
+    pub fn cached(&self) -> Option<Result<Authenticated, AuthFailure>> {
+        let key_id = self.key_id();
+        if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
+            return None;
+        }
+        let entry = cached_key(self.app, key_id)?;
+        Some(self.with_entry(&entry))
     }
-    let entry = cached_key(app, key_id)?;
-    Some(check.with_entry(&entry))
-}
 
-/// Authenticates `parsed`, a signature found on `req`, at time `now`; a failure tells whether
-/// failed-authentication throttling counts it, and whose key it was.
-pub async fn authenticate_counted(
-    app: &App,
-    req: &Request<'_>,
-    body: &[u8],
-    parsed: &SignedRequest,
-    dialect: Dialect,
-    now: SystemTime,
-) -> Result<Authenticated, AuthFailure> {
-    let check = Check {
-        app,
-        req,
-        body,
-        parsed,
-        dialect,
-        now,
-    };
-    let key_id = check.key_id();
-    if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
-        let Some(token) = check.token() else {
+    /// Authenticates the signature; a failure tells whether failed-authentication throttling
+    /// counts it, and whose key it was.
+    pub async fn authenticate(&self) -> Result<Authenticated, AuthFailure> {
+        let Check {
+            app, dialect, now, ..
+        } = *self;
+        let key_id = self.key_id();
+        if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
+            let Some(token) = self.token() else {
+                return Err(unknown_key(dialect, key_id).into());
+            };
+            let claims = session::open(app.session_sealer(), token, key_id, now)
+                .map_err(|e| AuthFailure::from(bad_token(dialect, token, e)))?;
+            let verified = self.verify(Ok(&claims.secret))?;
+            let identity = match &claims.user {
+                None => Identity::Root,
+                Some((name, _)) => {
+                    // The session ends with its user: a deleted user's sessions are refused.
+                    session_user(app, &claims.account_id, name)
+                        .await?
+                        .ok_or_else(ApiError::invalid_client_token_id)?
+                }
+            };
+            let caller = Caller {
+                account_id: claims.account_id,
+                identity,
+                access_key_id: key_id.to_owned(),
+                session_expires: Some(claims.expires),
+            };
+            return Ok(Authenticated {
+                caller: Arc::new(caller),
+                verified,
+            });
+        }
+
+        let Some(entry) = lookup_key(app, key_id).await? else {
             return Err(unknown_key(dialect, key_id).into());
         };
-        let claims = session::open(app.session_sealer(), token, key_id, now)
-            .map_err(|e| AuthFailure::from(bad_token(dialect, token, e)))?;
-        let verified = check.verify(Ok(&claims.secret))?;
-        let identity = match &claims.user {
-            None => Identity::Root,
-            Some((name, _)) => {
-                // The session ends with its user: a deleted user's sessions are refused.
-                session_user(app, &claims.account_id, name)
-                    .await?
-                    .ok_or_else(ApiError::invalid_client_token_id)?
-            }
-        };
-        let caller = Caller {
-            account_id: claims.account_id,
-            identity,
-            access_key_id: key_id.to_owned(),
-            session_expires: Some(claims.expires),
-        };
-        return Ok(Authenticated {
-            caller: Arc::new(caller),
-            verified,
-        });
+        self.with_entry(&entry)
     }
-
-    let Some(entry) = lookup_key(app, key_id).await? else {
-        return Err(unknown_key(dialect, key_id).into());
-    };
-    check.with_entry(&entry)
 }
 
 /// The fresh cache entry of `key_id`, counted as a hit; a miss is counted by [`lookup_key`].

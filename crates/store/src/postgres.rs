@@ -1146,11 +1146,9 @@ impl Backend for PgBackend {
 
     async fn get_access_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
         // One statement: the key, its secret and its owner (name, id, path) together.
-        const SQL: &str = "SELECT k.key_id, k.account_id, u.name, k.status, k.created_ms, \
-             k.sealed_secret, k.last_used_ms, k.last_used_service, k.last_used_region, \
-             u.user_id, u.path \
-             FROM access_keys k LEFT JOIN users u ON u.user_id = k.user_id WHERE k.key_id = $1";
-        self.single(SQL, vec![owned(key_id)], |rows| {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("{KEY_SELECT} WHERE k.key_id = $1"));
+        self.single(&SQL, vec![owned(key_id)], |rows| {
             rows.first().map(key_row).transpose()
         })
         .await
