@@ -566,9 +566,9 @@ impl App {
             SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
             SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
         };
-        if !caller.is_session() {
+        if authn.note_use {
             self.store
-                .record_key_use(&caller.access_key_id, now, service, region);
+                .record_key_use(caller.access_key_id(), now, service, region);
         }
         if *dialect == Dialect::S3 {
             return s3::handle(caller, req.method, req.path, req.query);

@@ -12,7 +12,7 @@
 pub mod chain;
 mod elements;
 
-use crate::caller::{Caller, Identity};
+use crate::caller::Caller;
 use keyward_protocol::time::iso8601;
 use keyward_store::{new_event_id, AuditRecord, EventBatch, EventRef, IdentityType, Store};
 use serde_json::{Map, Value};
@@ -205,26 +205,21 @@ impl AuditEvent<'_> {
     pub fn with_event<R>(&self, f: impl FnOnce(&EventRef<'_>) -> R) -> R {
         let event_id = new_event_id(self.time);
         let key_account;
-        let root_arn;
         let (identity_type, principal_id, arn, account_id, access_key_id, user_name, session) =
             match &self.principal {
                 Principal::Caller(c) => {
-                    let (kind, arn, user) = match &c.identity {
-                        Identity::Root => {
-                            root_arn = c.arn();
-                            (IdentityType::Root, root_arn.as_str(), None)
-                        }
-                        Identity::User { name, arn, .. } => {
-                            (IdentityType::IamUser, arn.as_str(), Some(name.as_str()))
-                        }
+                    let kind = if c.is_root() {
+                        IdentityType::Root
+                    } else {
+                        IdentityType::IamUser
                     };
                     (
                         kind,
                         Some(c.user_id()),
-                        Some(arn),
-                        Some(c.account_id.as_str()),
-                        Some(c.access_key_id.as_str()),
-                        user,
+                        Some(c.arn()),
+                        Some(c.account_id()),
+                        Some(c.access_key_id()),
+                        c.user_name(),
                         c.is_session(),
                     )
                 }
@@ -803,16 +798,16 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn caller() -> Caller {
-        Caller {
-            account_id: "123456789012".into(),
-            identity: Identity::User {
+        Caller::new(
+            "123456789012",
+            &crate::caller::Identity::User {
                 name: "bob".into(),
                 user_id: "AIDAEXAMPLE".into(),
                 arn: "arn:aws:iam::123456789012:user/bob".into(),
             },
-            access_key_id: "AKIAEXAMPLE".into(),
-            session_expires: None,
-        }
+            "AKIAEXAMPLE",
+            None,
+        )
     }
 
     fn event(principal: Principal) -> AuditEvent<'static> {
@@ -984,7 +979,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let account = caller().account_id;
+        let account = caller().account_id().to_owned();
         store.create_account("audit", Some(&account)).await.unwrap();
         let config = AuditConfig {
             queue,

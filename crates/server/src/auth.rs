@@ -24,6 +24,9 @@ pub struct Authenticated {
     pub caller: Arc<Caller>,
     /// The verifier's proof (and the chunk decoder of streaming bodies).
     pub verified: Verified,
+    /// This use of a long-term key is to be noted in the store's last uses (see
+    /// [`CachedKey::use_due`]); never for session credentials, whose uses are not tracked.
+    pub note_use: bool,
 }
 
 /// The error for a request that carries no authentication at all.
@@ -291,9 +294,14 @@ impl Check<'_> {
             owner: Some(Arc::clone(owner)),
             ..f
         })?;
+        let (service, region) = match self.parsed {
+            SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
+            SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
+        };
         Ok(Authenticated {
             caller: Arc::clone(owner),
             verified,
+            note_use: entry.use_due(self.now, service, region),
         })
     }
 
@@ -331,15 +339,11 @@ impl Check<'_> {
                         .ok_or_else(ApiError::invalid_client_token_id)?
                 }
             };
-            let caller = Caller {
-                account_id: claims.account_id,
-                identity,
-                access_key_id: key_id.to_owned(),
-                session_expires: Some(claims.expires),
-            };
+            let caller = Caller::new(&claims.account_id, &identity, key_id, Some(claims.expires));
             return Ok(Authenticated {
                 caller: Arc::new(caller),
                 verified,
+                note_use: false,
             });
         }
 

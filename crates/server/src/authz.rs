@@ -7,7 +7,7 @@
 //!   `InvalidClientTokenId`, nor `GetSessionToken` again.
 //! - Nobody reaches another account's entities: handlers only ever look up the caller's account.
 
-use crate::caller::{Caller, Identity};
+use crate::caller::Caller;
 use keyward_protocol::ApiError;
 
 /// The IAM actions an IAM user may perform on itself.
@@ -43,9 +43,9 @@ pub fn authorize_iam(
     if caller.is_session() {
         return Err(ApiError::invalid_client_token_id());
     }
-    match &caller.identity {
-        Identity::Root => Ok(()),
-        Identity::User { name, .. } => {
+    match caller.user_name() {
+        None => Ok(()),
+        Some(name) => {
             let on_self = target_user.is_none_or(|t| t.eq_ignore_ascii_case(name));
             if on_self && SELF_SERVICE.contains(&action) {
                 Ok(())

@@ -3,7 +3,7 @@
 //! account's events only.
 
 use crate::app::App;
-use crate::caller::{Caller, Identity};
+use crate::caller::Caller;
 use keyward_protocol::ApiError;
 use keyward_store::{EventFilter, EventQuery, StoreError, MAX_EVENTS_PER_PAGE};
 use serde_json::{json, Map, Value};
@@ -35,7 +35,7 @@ pub(crate) async fn handle(
             format!("The operation {TARGET_PREFIX}{op} is not supported by keyward."),
         ));
     }
-    if let Identity::User { .. } = caller.identity {
+    if !caller.is_root() {
         return Err(bad(
             "AccessDeniedException",
             format!(
@@ -45,7 +45,7 @@ pub(crate) async fn handle(
         ));
     }
     let req = parse_body(body)?;
-    let q = lookup_query(&caller.account_id, &req)?;
+    let q = lookup_query(caller.account_id(), &req)?;
     let Some(q) = q else {
         // Only Insights events were asked for, and keyward has none.
         return Ok(json!({"Events": []}).to_string());

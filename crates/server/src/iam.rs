@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::authz::authorize_iam;
-use crate::caller::{Caller, Identity};
+use crate::caller::Caller;
 use crate::respond::envelope;
 use keyward_protocol::time::iso8601;
 use keyward_protocol::validate::{self, Validator};
@@ -120,7 +120,7 @@ pub(crate) async fn handle(
     p: &Params<'_>,
     rid: &str,
 ) -> Result<String, ApiError> {
-    let acct = caller.account_id.as_str();
+    let acct = caller.account_id();
     let store = app.store();
     let err = |e| app.store_error(e);
     let mut v = Validator::new();
@@ -182,7 +182,7 @@ pub(crate) async fn handle(
                         Some(&|w| {
                             w.open("User")
                                 .elem("UserId", acct)
-                                .elem("Arn", &arn)
+                                .elem("Arn", arn)
                                 .elem("CreateDate", &iso8601(account.created))
                                 .close("User");
                         }),
@@ -529,7 +529,7 @@ pub(crate) async fn handle(
             };
             // Users may only see their own keys.
             let target = key.user_name.as_deref().unwrap_or("\u{0}root");
-            if let Identity::User { .. } = caller.identity {
+            if !caller.is_root() {
                 authorize_iam(caller, action, Some(target), &resource)?;
             } else {
                 authorize_iam(caller, action, None, &resource)?;

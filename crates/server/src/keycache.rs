@@ -14,8 +14,8 @@ use keyward_ids::{InlineKeyId, KeyIdMap};
 use keyward_store::{AccessKey, KeyStatus, Secret};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What authentication needs about one long-term access key.
 ///
@@ -35,32 +35,26 @@ pub struct CachedKey {
     pub owner: Arc<Caller>,
     /// The secret, for signature verification, with the signing key last derived from it.
     pub secret: keyward_sigv4::SlottedSecret,
+    /// The last use noted in the store's pending last uses, see [`CachedKey::use_due`].
+    noted: Mutex<NotedUse>,
 }
+
+/// The whole second and scope (`service/region`, held inline) of the last use of a key that was
+/// passed on to the store; `len == 0`: none yet.
+#[derive(Debug, Default)]
+struct NotedUse {
+    second: u64,
+    len: u8,
+    scope: [u8; NOTED_SCOPE_MAX],
+}
+
+/// Longest `service/region` held inline; a longer one (no AWS region is) is noted at every use.
+const NOTED_SCOPE_MAX: usize = 30;
 
 impl CachedKey {
     /// A cache entry fetched now.
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
-        // The caller's strings are read by every request with this key (the answer, the audit
-        // event). Made one after the other in the same allocation size class they tend to lie
-        // side by side, which with many keys in use spares cache misses.
-        let near = |s: &str| {
-            let mut o = String::with_capacity(s.len().next_multiple_of(64));
-            o.push_str(s);
-            o
-        };
-        let owner = Arc::new(Caller {
-            account_id: near(&key.account_id),
-            identity: match identity {
-                Identity::Root => Identity::Root,
-                Identity::User { name, user_id, arn } => Identity::User {
-                    name: near(&name),
-                    user_id: near(&user_id),
-                    arn: near(&arn),
-                },
-            },
-            access_key_id: near(&key.key_id),
-            session_expires: None,
-        });
+        let owner = Arc::new(Caller::new(&key.account_id, &identity, &key.key_id, None));
         Self {
             owner,
             status: key.status,
@@ -69,7 +63,39 @@ impl CachedKey {
             )),
             fetched: Instant::now(),
             refresh_queued: AtomicBool::new(false),
+            noted: Mutex::new(NotedUse::default()),
         }
+    }
+
+    /// Whether a use of this key at `now` with `service` and `region` must be noted in the store's
+    /// last uses ([`keyward_store::Store::record_key_use`]): not when a use in the same whole second
+    /// and scope was noted already. The store keeps the first use of each second instead of the
+    /// last then, which changes nothing that can be seen: last-used dates are shown in whole
+    /// seconds. With many keys in use, this spares most requests a probe of the store's table of
+    /// pending uses, which is cold for each of them.
+    pub fn use_due(&self, now: SystemTime, service: &str, region: &str) -> bool {
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let len = service.len() + 1 + region.len();
+        if len > NOTED_SCOPE_MAX {
+            return true;
+        }
+        let mut scope = [0u8; NOTED_SCOPE_MAX];
+        scope[..service.len()].copy_from_slice(service.as_bytes());
+        scope[service.len()] = b'/';
+        scope[service.len() + 1..len].copy_from_slice(region.as_bytes());
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        if noted.second == second && noted.scope[..usize::from(noted.len)] == scope[..len] {
+            return false;
+        }
+        *noted = NotedUse {
+            second,
+            len: len as u8,
+            scope,
+        };
+        true
     }
 }
 
@@ -167,7 +193,7 @@ impl KeyCache {
             }
         }
         // keyward's key ids always fit; one that did not would simply not be cached.
-        if let Some(id) = InlineKeyId::new(&entry.owner.access_key_id) {
+        if let Some(id) = InlineKeyId::new(entry.owner.access_key_id()) {
             map.insert(id, Arc::clone(&entry));
         }
         entry
@@ -233,7 +259,7 @@ impl KeyCache {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         map.retain(|_, e| {
-            e.owner.account_id != account_id
+            e.owner.account_id() != account_id
                 || user_name.is_some_and(|u| {
                     !e.owner
                         .user_name()
@@ -350,5 +376,28 @@ mod tests {
         assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
         assert!(cache.get("AKIABBBBBBBBBBBBBBBB").is_none());
         assert!(cache.take_refresh().is_empty());
+    }
+
+    #[test]
+    fn a_use_is_due_once_per_second_and_scope() {
+        let k = key("AKIAAAAAAAAAAAAAAAAA");
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        assert!(k.use_due(t, "sts", "us-east-1"), "the first use");
+        assert!(!k.use_due(t + Duration::from_millis(700), "sts", "us-east-1"));
+        assert!(k.use_due(t, "iam", "us-east-1"), "another service");
+        assert!(k.use_due(t, "iam", "eu-west-1"), "another region");
+        assert!(!k.use_due(t, "iam", "eu-west-1"));
+        assert!(k.use_due(t, "sts", "us-east-1"), "back to the first scope");
+        assert!(
+            k.use_due(t + Duration::from_millis(750), "sts", "us-east-1"),
+            "the next second"
+        );
+        // Scopes too long to hold are noted every time; a prefix is not the same scope.
+        let long = "a-region-name-longer-than-thirty";
+        assert!(k.use_due(t, "sts", long));
+        assert!(k.use_due(t, "sts", long));
+        assert!(k.use_due(t, "sts", "us-east"));
+        assert!(k.use_due(t, "sts", "us-east-1"));
+        assert!(!k.use_due(t, "sts", "us-east-1"));
     }
 }

@@ -35,10 +35,10 @@ pub(crate) fn handle(
     let mut w = XmlWriter::with_declaration();
     w.open_ns("ListAllMyBucketsResult", S3_NS)
         .open("Owner")
-        .elem("ID", &canonical_user_id(&caller.account_id))
+        .elem("ID", &canonical_user_id(caller.account_id()))
         .elem(
             "DisplayName",
-            caller.user_name().unwrap_or(&caller.account_id),
+            caller.user_name().unwrap_or(caller.account_id()),
         )
         .close("Owner")
         .open("Buckets")

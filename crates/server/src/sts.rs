@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::authz::authorize_sts;
-use crate::caller::{Caller, Identity};
+use crate::caller::Caller;
 use crate::respond::envelope;
 use crate::session::{self, SessionClaims};
 use keyward_ids::KeyKind;
@@ -37,15 +37,9 @@ pub(crate) async fn handle(
                 STS_NS,
                 rid,
                 Some(&|w| {
-                    // The ARN of `Caller::arn`, written in place.
-                    match &caller.identity {
-                        Identity::Root => {
-                            w.elem_parts("Arn", &["arn:aws:iam::", &caller.account_id, ":root"])
-                        }
-                        Identity::User { arn, .. } => w.elem("Arn", arn),
-                    }
-                    .elem("UserId", caller.user_id())
-                    .elem("Account", &caller.account_id);
+                    w.elem("Arn", caller.arn())
+                        .elem("UserId", caller.user_id())
+                        .elem("Account", caller.account_id());
                 }),
             ))
         }
@@ -111,26 +105,26 @@ pub(crate) async fn handle(
                     "MFA authentication failed: no MFA device is registered for this user.",
                 ));
             }
-            let secs = match caller.identity {
+            let secs = if caller.is_root() {
                 // Root sessions are capped at one hour, and default to it.
-                Identity::Root => duration.unwrap_or(ROOT_SESSION_MAX).min(ROOT_SESSION_MAX),
-                Identity::User { .. } => duration.unwrap_or(SESSION_DEFAULT),
+                duration.unwrap_or(ROOT_SESSION_MAX).min(ROOT_SESSION_MAX)
+            } else {
+                duration.unwrap_or(SESSION_DEFAULT)
             };
             let expires =
                 keyward_protocol::time::whole_seconds(now) + Duration::from_secs(secs as u64);
             let claims = SessionClaims {
-                account_id: caller.account_id.clone(),
+                account_id: caller.account_id().to_owned(),
                 access_key_id: keyward_ids::new_access_key_id(
                     KeyKind::Temporary,
-                    &caller.account_id,
+                    caller.account_id(),
                 ),
                 secret: keyward_sigv4::SecretKey::new(keyward_ids::new_secret_access_key()),
                 expires,
-                user: match &caller.identity {
-                    Identity::Root => None,
-                    Identity::User { name, user_id, .. } => Some((name.clone(), user_id.clone())),
-                },
-                source_key_id: caller.access_key_id.clone(),
+                user: caller
+                    .user()
+                    .map(|u| (u.name.to_owned(), u.user_id.to_owned())),
+                source_key_id: caller.access_key_id().to_owned(),
             };
             let token = session::seal(app.session_sealer(), &claims);
             Ok(envelope(
