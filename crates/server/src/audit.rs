@@ -427,6 +427,9 @@ struct Pending {
     quiet: u64,
     /// The writer took its last batch: events recorded now are lost (and counted as dropped).
     closed: bool,
+    /// The buffers of a stored batch, for the batch after the pending one (see
+    /// [`EventBatch::into_buffers`]).
+    spare: Vec<Vec<u8>>,
 }
 
 /// What requests and the writer share besides the channel.
@@ -688,10 +691,14 @@ async fn writer(
         // Taken after the messages: an event whose message was drained is in it (a request packs
         // its event before it sends its message).
         let last = batch.iter().any(|m| matches!(m, Msg::Close(_)));
-        let (events, quiet) = {
+        let (mut events, quiet) = {
             let mut p = shared.lock();
             p.closed = last;
-            (std::mem::take(&mut p.batch), std::mem::take(&mut p.quiet))
+            let next = EventBatch::with_buffers(std::mem::take(&mut p.spare));
+            (
+                std::mem::replace(&mut p.batch, next),
+                std::mem::take(&mut p.quiet),
+            )
         };
         shared.room.notify_waiters();
         stats.events.fetch_add(quiet, Ordering::Relaxed);
@@ -738,7 +745,7 @@ async fn writer(
             }
             let mut delay = Duration::from_millis(50);
             loop {
-                match store.append_batch(&events).await {
+                match store.append_batch(&mut events).await {
                     Ok(()) => return Ok(()),
                     Err(e) if delay > Duration::from_secs(2) => return Err(e),
                     Err(_) => {
@@ -749,6 +756,7 @@ async fn writer(
             }
         };
         let (f, s) = tokio::join!(file_write, store_write);
+        shared.lock().spare = events.into_buffers();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = f {
             stats.failures.fetch_add(1, Ordering::Relaxed);

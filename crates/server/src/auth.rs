@@ -25,7 +25,7 @@ pub struct Authenticated {
     /// The verifier's proof (and the chunk decoder of streaming bodies).
     pub verified: Verified,
     /// This use of a long-term key is to be noted in the store's last uses (see
-    /// [`CachedKey::use_due`]); never for session credentials, whose uses are not tracked.
+    /// [`crate::keycache::KeyCache::use_due`]); never for session credentials, whose uses are not tracked.
     pub note_use: bool,
 }
 
@@ -301,7 +301,10 @@ impl Check<'_> {
         Ok(Authenticated {
             caller: Arc::clone(owner),
             verified,
-            note_use: entry.use_due(self.now, service, region),
+            note_use: self
+                .app
+                .key_cache()
+                .use_due(entry, self.now, service, region),
         })
     }
 

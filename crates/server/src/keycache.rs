@@ -14,18 +14,21 @@ use keyward_ids::{InlineKeyId, KeyIdMap};
 use keyward_store::{AccessKey, KeyStatus, Secret};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What authentication needs about one long-term access key.
 ///
 /// With many keys in use each request's entry is cold, so it holds only what a request reads, in
-/// the order it reads it (`repr(C)` keeps that order): age, status, the caller, then the signing
-/// key's slot; the key id, account and owner name are the caller's.
+/// the order it reads it (`repr(C)` keeps that order): age, last noted use, status, the caller,
+/// then the signing key's slot; the key id, account and owner name are the caller's.
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
     fetched: Instant,
+    /// The last use passed on to the store's pending last uses: its whole second (low 32 bits)
+    /// and scope index plus one (high 32 bits), 0 for none; see [`KeyCache::use_due`].
+    noted: AtomicU64,
     /// The key's status.
     pub status: KeyStatus,
     /// Queued for [`KeyCache::take_refresh`] already.
@@ -35,67 +38,26 @@ pub struct CachedKey {
     pub owner: Arc<Caller>,
     /// The secret, for signature verification, with the signing key last derived from it.
     pub secret: keyward_sigv4::SlottedSecret,
-    /// The last use noted in the store's pending last uses, see [`CachedKey::use_due`].
-    noted: Mutex<NotedUse>,
 }
 
-/// The whole second and scope (`service/region`, held inline) of the last use of a key that was
-/// passed on to the store; `len == 0`: none yet.
-#[derive(Debug, Default)]
-struct NotedUse {
-    second: u64,
-    len: u8,
-    scope: [u8; NOTED_SCOPE_MAX],
-}
-
-/// Longest `service/region` held inline; a longer one (no AWS region is) is noted at every use.
-const NOTED_SCOPE_MAX: usize = 30;
+/// Most distinct (service, region) pairs [`KeyCache::use_due`] tells apart; a use in any other is
+/// noted every time.
+const NOTED_SCOPES: usize = 64;
 
 impl CachedKey {
     /// A cache entry fetched now.
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
         let owner = Arc::new(Caller::new(&key.account_id, &identity, &key.key_id, None));
         Self {
-            owner,
+            fetched: Instant::now(),
+            noted: AtomicU64::new(0),
             status: key.status,
+            refresh_queued: AtomicBool::new(false),
+            owner,
             secret: keyward_sigv4::SlottedSecret::new(keyward_sigv4::SecretKey::new(
                 secret.expose().to_owned(),
             )),
-            fetched: Instant::now(),
-            refresh_queued: AtomicBool::new(false),
-            noted: Mutex::new(NotedUse::default()),
         }
-    }
-
-    /// Whether a use of this key at `now` with `service` and `region` must be noted in the store's
-    /// last uses ([`keyward_store::Store::record_key_use`]): not when a use in the same whole second
-    /// and scope was noted already. The store keeps the first use of each second instead of the
-    /// last then, which changes nothing that can be seen: last-used dates are shown in whole
-    /// seconds. With many keys in use, this spares most requests a probe of the store's table of
-    /// pending uses, which is cold for each of them.
-    pub fn use_due(&self, now: SystemTime, service: &str, region: &str) -> bool {
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let len = service.len() + 1 + region.len();
-        if len > NOTED_SCOPE_MAX {
-            return true;
-        }
-        let mut scope = [0u8; NOTED_SCOPE_MAX];
-        scope[..service.len()].copy_from_slice(service.as_bytes());
-        scope[service.len()] = b'/';
-        scope[service.len() + 1..len].copy_from_slice(region.as_bytes());
-        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
-        if noted.second == second && noted.scope[..usize::from(noted.len)] == scope[..len] {
-            return false;
-        }
-        *noted = NotedUse {
-            second,
-            len: len as u8,
-            scope,
-        };
-        true
     }
 }
 
@@ -123,6 +85,9 @@ pub struct KeyCache {
     capacity: usize,
     /// Keys used in the last quarter of their entry's life, to be read again before it ends.
     refresh: std::sync::Mutex<Vec<String>>,
+    /// The (service, region) pairs of noted uses, at most [`NOTED_SCOPES`]; an entry's noted use
+    /// refers to one by its index.
+    scopes: RwLock<Vec<(Box<str>, Box<str>)>>,
 }
 
 impl KeyCache {
@@ -135,7 +100,55 @@ impl KeyCache {
             ttl,
             capacity,
             refresh: std::sync::Mutex::new(Vec::new()),
+            scopes: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Whether a use of `entry`'s key at `now` with `service` and `region` must be noted in the
+    /// store's last uses ([`keyward_store::Store::record_key_use`]): not when a use in the same
+    /// whole second and scope was noted already. The store keeps the first use of each second
+    /// instead of the last then, which changes nothing that can be seen: last-used dates are shown
+    /// in whole seconds. With many keys in use, this spares most requests a probe of the store's
+    /// table of pending uses, which is cold for each of them; the entry's own first cache line
+    /// holds what is compared.
+    pub fn use_due(&self, entry: &CachedKey, now: SystemTime, service: &str, region: &str) -> bool {
+        let Some(scope) = self.scope_index(service, region) else {
+            return true;
+        };
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let stamp = (u64::from(scope) + 1) << 32 | (second & u64::from(u32::MAX));
+        // Two requests racing here may both note the use: harmless.
+        if entry.noted.load(Ordering::Relaxed) == stamp {
+            return false;
+        }
+        entry.noted.store(stamp, Ordering::Relaxed);
+        true
+    }
+
+    /// The index of (service, region) among the scopes of noted uses, added if new and there is
+    /// room; `None` when the table is full.
+    fn scope_index(&self, service: &str, region: &str) -> Option<u32> {
+        let find = |scopes: &[(Box<str>, Box<str>)]| {
+            scopes
+                .iter()
+                .position(|(s, r)| **s == *service && **r == *region)
+                .map(|i| i as u32)
+        };
+        if let Some(i) = find(&self.scopes.read().unwrap_or_else(|p| p.into_inner())) {
+            return Some(i);
+        }
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = find(&scopes) {
+            return Some(i);
+        }
+        if scopes.len() >= NOTED_SCOPES {
+            return None;
+        }
+        scopes.push((service.into(), region.into()));
+        Some((scopes.len() - 1) as u32)
     }
 
     /// How long an entry is trusted.
@@ -380,24 +393,35 @@ mod tests {
 
     #[test]
     fn a_use_is_due_once_per_second_and_scope() {
+        let cache = KeyCache::new(Duration::from_secs(60), 10);
         let k = key("AKIAAAAAAAAAAAAAAAAA");
+        let other = key("AKIABBBBBBBBBBBBBBBB");
+        let due = |k: &CachedKey, t, s, r| cache.use_due(k, t, s, r);
         let t = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
-        assert!(k.use_due(t, "sts", "us-east-1"), "the first use");
-        assert!(!k.use_due(t + Duration::from_millis(700), "sts", "us-east-1"));
-        assert!(k.use_due(t, "iam", "us-east-1"), "another service");
-        assert!(k.use_due(t, "iam", "eu-west-1"), "another region");
-        assert!(!k.use_due(t, "iam", "eu-west-1"));
-        assert!(k.use_due(t, "sts", "us-east-1"), "back to the first scope");
+        assert!(due(&k, t, "sts", "us-east-1"), "the first use");
+        assert!(!due(&k, t + Duration::from_millis(700), "sts", "us-east-1"));
+        assert!(due(&other, t, "sts", "us-east-1"), "another key");
+        assert!(due(&k, t, "iam", "us-east-1"), "another service");
+        assert!(due(&k, t, "iam", "eu-west-1"), "another region");
+        assert!(!due(&k, t, "iam", "eu-west-1"));
+        assert!(due(&k, t, "sts", "us-east-1"), "back to the first scope");
         assert!(
-            k.use_due(t + Duration::from_millis(750), "sts", "us-east-1"),
+            due(&k, t + Duration::from_millis(750), "sts", "us-east-1"),
             "the next second"
         );
-        // Scopes too long to hold are noted every time; a prefix is not the same scope.
-        let long = "a-region-name-longer-than-thirty";
-        assert!(k.use_due(t, "sts", long));
-        assert!(k.use_due(t, "sts", long));
-        assert!(k.use_due(t, "sts", "us-east"));
-        assert!(k.use_due(t, "sts", "us-east-1"));
-        assert!(!k.use_due(t, "sts", "us-east-1"));
+        assert!(!due(
+            &other,
+            t + Duration::from_millis(500),
+            "sts",
+            "us-east-1"
+        ));
+        // Once the table of scopes is full, uses in a new one are noted every time.
+        for i in 0..NOTED_SCOPES {
+            cache.use_due(&k, t, "sts", &format!("region-{i}"));
+        }
+        assert!(due(&k, t, "sts", "yet-another-region"));
+        assert!(due(&k, t, "sts", "yet-another-region"));
+        assert!(due(&k, t, "iam", "eu-west-1"), "known scopes still count");
+        assert!(!due(&k, t, "iam", "eu-west-1"));
     }
 }

@@ -287,14 +287,15 @@ pub(crate) const MAX_EVENTS_PER_BATCH: usize = 4096;
 /// Batches fetched per engine call while looking events up.
 const BATCHES_PER_FETCH: usize = 8;
 
-/// One account's share of an appended batch, packed ([`pack`]).
+/// One account's share of an appended batch, packed ([`pack`]). The blob is shared: handing a
+/// batch to an engine (and keeping it for another try) copies no event.
 #[derive(Clone)]
 pub(crate) struct PackedBatch {
     pub(crate) account_id: String,
     pub(crate) min_ms: i64,
     pub(crate) max_ms: i64,
     pub(crate) events: u32,
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: std::sync::Arc<Vec<u8>>,
 }
 
 /// Which stored batches of an account a lookup reads next: those that may hold events in
@@ -389,13 +390,13 @@ impl Store {
             }
             batch.push(&e.as_event());
         }
-        self.append_batch(&batch).await
+        self.append_batch(&mut batch).await
     }
 
-    /// Stores the events of a batch packed beforehand, like [`Store::append_events`]. The batch is
-    /// left as it was (a failed write can be tried again).
-    pub async fn append_batch(&self, batch: &EventBatch) -> Result<(), StoreError> {
-        let batches = batch.packed();
+    /// Stores the events of a batch packed beforehand, like [`Store::append_events`]. The batch
+    /// keeps its events (a failed write can be tried again); its blobs are sealed, not copied.
+    pub async fn append_batch(&self, batch: &mut EventBatch) -> Result<(), StoreError> {
+        let batches = batch.sealed();
         if batches.is_empty() {
             return Ok(());
         }
@@ -530,12 +531,24 @@ impl Store {
 /// Events packed as they come, one blob per account (a new one every [`MAX_EVENTS_PER_BATCH`]
 /// events), in the order pushed; stored by [`Store::append_batch`]. Packing copies what it keeps,
 /// so an event can be pushed straight from the request that made it, without a record of its own.
+///
+/// A blob grows as events come. At thousands of events a second a batch holds hundreds of KiB, and
+/// growing a fresh buffer to that size each time copies it over and over into memory the kernel
+/// must first fault in: [`EventBatch::into_buffers`] gives the blobs' buffers back once stored,
+/// for [`EventBatch::with_buffers`] to start a later batch with.
 #[derive(Clone, Default)]
 pub struct EventBatch {
     open: Vec<(String, pack::Packer)>,
     done: Vec<PackedBatch>,
     events: usize,
+    /// Buffers for the next blobs begun.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Largest buffer [`EventBatch::into_buffers`] gives back (a burst's is let go).
+const SPARE_MAX: usize = 8 << 20;
+/// Most buffers [`EventBatch::into_buffers`] gives back (the largest).
+const SPARE_COUNT: usize = 4;
 
 impl std::fmt::Debug for EventBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -551,6 +564,31 @@ impl EventBatch {
         Self::default()
     }
 
+    /// An empty batch whose blobs are packed into `buffers` first (their contents are dropped,
+    /// their capacity kept); see [`EventBatch::into_buffers`].
+    pub fn with_buffers(buffers: Vec<Vec<u8>>) -> Self {
+        EventBatch {
+            spare: buffers,
+            ..Self::default()
+        }
+    }
+
+    /// The buffers of this batch's blobs, for [`EventBatch::with_buffers`]: those nothing else
+    /// holds any more (the batch was stored), at most four, the largest, none over 8 MiB.
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        let mut buffers: Vec<Vec<u8>> = self
+            .done
+            .into_iter()
+            .filter_map(|b| std::sync::Arc::try_unwrap(b.data).ok())
+            .chain(self.open.into_iter().map(|(_, p)| p.finish().0))
+            .chain(self.spare)
+            .filter(|b| b.capacity() > 0 && b.capacity() <= SPARE_MAX)
+            .collect();
+        buffers.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        buffers.truncate(SPARE_COUNT);
+        buffers
+    }
+
     /// Adds an event; one without an account is left out (returns false).
     pub fn push(&mut self, e: &EventRef<'_>) -> bool {
         let Some(account) = e.account_id else {
@@ -559,7 +597,9 @@ impl EventBatch {
         let i = match self.open.iter().position(|(a, _)| a == account) {
             Some(i) => i,
             None => {
-                self.open.push((account.to_owned(), pack::Packer::new()));
+                let buffer = self.spare.pop().unwrap_or_default();
+                self.open
+                    .push((account.to_owned(), pack::Packer::with_buffer(buffer)));
                 self.open.len() - 1
             }
         };
@@ -583,9 +623,13 @@ impl EventBatch {
         self.events == 0
     }
 
-    /// The blobs to store, the batch left as it is.
-    pub(crate) fn packed(&self) -> Vec<PackedBatch> {
-        self.clone().finish()
+    /// The blobs to store (shared with the batch): the open ones are finished first, so events
+    /// pushed later start new blobs.
+    pub(crate) fn sealed(&mut self) -> Vec<PackedBatch> {
+        for (account, p) in self.open.drain(..) {
+            self.done.push(packed(account, p));
+        }
+        self.done.clone()
     }
 
     pub(crate) fn finish(self) -> Vec<PackedBatch> {
@@ -604,7 +648,7 @@ fn packed(account_id: String, p: pack::Packer) -> PackedBatch {
         min_ms,
         max_ms,
         events,
-        data,
+        data: std::sync::Arc::new(data),
     }
 }
 

@@ -537,6 +537,7 @@ async fn move_legacy_events(tx: &Transaction<'_>) -> FResult<()> {
 /// Inserts a packed batch; with `if_account`, only when its account exists.
 async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -> FResult<u64> {
     let events = i32::try_from(b.events).unwrap_or(i32::MAX);
+    let data: &[u8] = &b.data;
     let sql = if if_account {
         "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
          SELECT $1, $2, $3, $4, $5
@@ -548,7 +549,7 @@ async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -
     exec(
         tx,
         sql,
-        &[&b.account_id, &b.min_ms, &b.max_ms, &events, &b.data],
+        &[&b.account_id, &b.min_ms, &b.max_ms, &events, &data],
     )
     .await
 }

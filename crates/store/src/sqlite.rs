@@ -330,7 +330,13 @@ fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch) -> rusqlite::Result<usize
         "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![b.account_id, b.min_ms, b.max_ms, b.events, b.data])
+    .execute(params![
+        b.account_id,
+        b.min_ms,
+        b.max_ms,
+        b.events,
+        b.data.as_slice()
+    ])
 }
 
 /// Statements through the connection's prepared-statement cache: the write path runs the same few

@@ -155,9 +155,17 @@ pub(crate) struct Packer {
 }
 
 impl Packer {
+    #[cfg(test)]
     pub(crate) fn new() -> Packer {
+        Packer::with_buffer(Vec::new())
+    }
+
+    /// A packer writing into `out` (cleared first; its capacity is what is reused).
+    pub(crate) fn with_buffer(mut out: Vec<u8>) -> Packer {
+        out.clear();
+        out.push(VERSION);
         Packer {
-            out: vec![VERSION],
+            out,
             recent: Written([[(0, 0); RECENT]; REMEMBERING]),
             min_ms: i64::MAX,
             max_ms: i64::MIN,

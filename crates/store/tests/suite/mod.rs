@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward_store::{
-    AuditRecord, EventFilter, EventQuery, IdentityType, KeyStatus, Store, StoreError, Tag,
+    AuditRecord, EventBatch, EventFilter, EventQuery, IdentityType, KeyStatus, Store, StoreError,
+    Tag,
 };
 
 /// Runs every engine-independent check on `store` (an empty or shared database).
@@ -26,6 +27,7 @@ pub(crate) async fn test_suite(store: &Store) {
     concurrent_limits_one_handle(store).await;
     audit_events(store).await;
     audit_batches_overlap(store).await;
+    audit_batch_buffers_are_reused(store).await;
     key_lookup_with_owner(store).await;
     bulk_users_with_keys(store).await;
 }
@@ -947,6 +949,64 @@ fn event(
         request_id: format!("req-{secs}-{key}"),
         stored_json: None,
     }
+}
+
+/// A stored batch gives its buffer back for a later batch, which keeps nothing of the earlier
+/// events. A batch is kept whole for another try: appending it again stores its events again.
+async fn audit_batch_buffers_are_reused(store: &Store) {
+    let a = new_account(store).await;
+    let base = 1_810_000_000;
+    let mut first = EventBatch::new();
+    for i in 0..40u64 {
+        first.push(
+            &event(
+                &a,
+                base + i,
+                "ListUsers",
+                "AKIAFIRSTBATCH",
+                Some("alice"),
+                true,
+            )
+            .as_event(),
+        );
+    }
+    store.append_batch(&mut first).await.unwrap();
+    let buffers = first.into_buffers();
+    assert_eq!(buffers.len(), 1, "the stored blob's buffer comes back");
+    assert!(
+        buffers[0].capacity() > 40 * 20,
+        "capacity {}",
+        buffers[0].capacity()
+    );
+    let mut second = EventBatch::with_buffers(buffers);
+    for i in 0..2u64 {
+        second.push(
+            &event(
+                &a,
+                base + 100 + i,
+                "DeleteUser",
+                "AKIASECONDBATCH",
+                None,
+                false,
+            )
+            .as_event(),
+        );
+    }
+    store.append_batch(&mut second).await.unwrap();
+    let all = store.lookup_events(&query(&a, None, 50)).await.unwrap();
+    assert_eq!(all.events.len(), 42);
+    let newest: Vec<_> = all.events[..2]
+        .iter()
+        .map(|e| (e.event_name.as_str(), e.access_key_id.as_deref()))
+        .collect();
+    assert_eq!(newest, [("DeleteUser", Some("AKIASECONDBATCH")); 2]);
+    assert!(all.events[2..]
+        .iter()
+        .all(|e| e.event_name == "ListUsers" && e.user_name.as_deref() == Some("alice")));
+    // The batch stays as it was for another try: storing it again stores its events again.
+    store.append_batch(&mut second).await.unwrap();
+    let again = store.lookup_events(&query(&a, None, 50)).await.unwrap();
+    assert_eq!(again.events.len(), 44);
 }
 
 fn query(account: &str, filter: Option<EventFilter>, max: usize) -> EventQuery {
