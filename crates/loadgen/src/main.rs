@@ -120,6 +120,12 @@ struct GciArgs {
     /// How requests pick a key from the file.
     #[arg(long, value_enum, default_value_t = Order::Random)]
     order: Order,
+    /// Sign one request per key before the run and send those again and again (as wrk replays
+    /// one signed request), instead of signing each request: the load generator's own cost then
+    /// does not grow with the number of keys, and keyward's is what is measured. keyward checks
+    /// every signature either way. The run must end within the 15 minutes a signature is valid.
+    #[arg(long)]
+    presigned: bool,
 }
 
 #[derive(Args)]
@@ -192,14 +198,8 @@ impl Client {
         Ok(())
     }
 
-    /// Signs `body` for `service` with `cred` (at the current time) and POSTs it to `/`.
-    /// Returns the status and the reply body, and how long the exchange took (signing excluded).
-    async fn call(
-        &mut self,
-        service: &str,
-        body: String,
-        cred: &Cred,
-    ) -> (Result<(u16, Bytes), String>, Duration) {
+    /// The headers of `body` POSTed to `/` for `service`, signed with `cred` at the current time.
+    fn signed_headers(&self, service: &str, body: &str, cred: &Cred) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::HOST, self.target.host.clone());
         headers.insert(
@@ -215,8 +215,29 @@ impl Client {
             time: SystemTime::now(),
         };
         sign_headers("POST", "/", "", &mut headers, body.as_bytes(), &params);
+        headers
+    }
+
+    /// Signs `body` for `service` with `cred` (at the current time) and POSTs it to `/`.
+    /// Returns the status and the reply body, and how long the exchange took (signing excluded).
+    async fn call(
+        &mut self,
+        service: &str,
+        body: String,
+        cred: &Cred,
+    ) -> (Result<(u16, Bytes), String>, Duration) {
+        let headers = self.signed_headers(service, &body, cred);
+        self.send(Bytes::from(body), headers).await
+    }
+
+    /// POSTs `body` to `/` with `headers` (signed already).
+    async fn send(
+        &mut self,
+        body: Bytes,
+        headers: HeaderMap,
+    ) -> (Result<(u16, Bytes), String>, Duration) {
         let mut req = Request::post("/")
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .expect("a POST / request is well-formed");
         *req.headers_mut() = headers;
         let started = Instant::now();
@@ -417,9 +438,24 @@ fn record(t: &mut Tally, w: &Window, elapsed: Duration, ok: Result<(), String>) 
     }
 }
 
+/// What a GetCallerIdentity connection sends: signed per request, or signed once per key.
+enum GciLoad {
+    Live(Arc<Vec<Cred>>),
+    Presigned(Arc<Vec<HeaderMap>>),
+}
+
+impl GciLoad {
+    fn len(&self) -> usize {
+        match self {
+            GciLoad::Live(c) => c.len(),
+            GciLoad::Presigned(h) => h.len(),
+        }
+    }
+}
+
 async fn gci_conn(
     target: Arc<Target>,
-    creds: Arc<Vec<Cred>>,
+    load: Arc<GciLoad>,
     idx: usize,
     conns: usize,
     order: Order,
@@ -429,16 +465,24 @@ async fn gci_conn(
     let mut t = Tally::default();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) * 0xD1B5_4A32_D192_ED03));
     let mut next = idx;
+    let n = load.len();
     while w.running() {
         let i = match order {
-            Order::Random => (rng.next() % creds.len() as u64) as usize,
+            Order::Random => (rng.next() % n as u64) as usize,
             Order::RoundRobin => {
-                let i = next % creds.len();
+                let i = next % n;
                 next = next.wrapping_add(conns);
                 i
             }
         };
-        let (res, elapsed) = client.call("sts", GCI_BODY.to_owned(), &creds[i]).await;
+        let (res, elapsed) = match &*load {
+            GciLoad::Live(creds) => client.call("sts", GCI_BODY.to_owned(), &creds[i]).await,
+            GciLoad::Presigned(headers) => {
+                client
+                    .send(Bytes::from_static(GCI_BODY.as_bytes()), headers[i].clone())
+                    .await
+            }
+        };
         let ok = match res {
             Ok((200, body)) if memchr(&body, b"<GetCallerIdentityResult>") => Ok(()),
             Ok((status, body)) => Err(describe("GetCallerIdentity", status, &body)),
@@ -587,6 +631,8 @@ struct Report {
     run: RunArgs,
     keys: Option<usize>,
     order: Option<&'static str>,
+    /// Requests signed once per key and replayed (`gci --presigned`).
+    presigned: bool,
     tally: Tally,
 }
 
@@ -612,6 +658,7 @@ impl Report {
                 "warmup_s": self.run.warmup,
                 "keys": self.keys,
                 "order": self.order,
+                "presigned": self.presigned,
                 "requests": n,
                 "requests_per_s": rps,
                 "creates": (self.mode == "create-delete").then_some(t.creates),
@@ -627,7 +674,11 @@ impl Report {
             println!("{v}");
         } else {
             let keys = match (self.keys, self.order) {
-                (Some(k), Some(o)) => format!(", {k} key{} ({o})", if k == 1 { "" } else { "s" }),
+                (Some(k), Some(o)) => format!(
+                    ", {k} key{} ({o}{})",
+                    if k == 1 { "" } else { "s" },
+                    if self.presigned { ", pre-signed" } else { "" }
+                ),
                 _ => String::new(),
             };
             println!(
@@ -778,13 +829,23 @@ async fn gci(cli: &Cli, args: &GciArgs) -> Result<Report, String> {
         None => vec![root_cred(cli)?],
     };
     let keys = creds.len();
-    let creds = Arc::new(creds);
+    let load = if args.presigned {
+        let signer = Client::new(target.clone());
+        let headers = creds
+            .iter()
+            .map(|c| signer.signed_headers("sts", GCI_BODY, c))
+            .collect();
+        GciLoad::Presigned(Arc::new(headers))
+    } else {
+        GciLoad::Live(Arc::new(creds))
+    };
+    let load = Arc::new(load);
     let w = Window::new(&args.run);
     let tasks: Vec<_> = (0..args.run.connections)
         .map(|i| {
             tokio::spawn(gci_conn(
                 target.clone(),
-                creds.clone(),
+                load.clone(),
                 i,
                 args.run.connections,
                 args.order,
@@ -808,6 +869,7 @@ async fn gci(cli: &Cli, args: &GciArgs) -> Result<Report, String> {
             Order::Random => "random",
             Order::RoundRobin => "round-robin",
         }),
+        presigned: args.presigned,
         tally,
     })
 }
@@ -856,6 +918,7 @@ async fn create_delete(cli: &Cli, args: &CreateDeleteArgs) -> Result<Report, Str
         run: args.run,
         keys: None,
         order: None,
+        presigned: false,
         tally,
     })
 }
