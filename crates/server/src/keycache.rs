@@ -20,24 +20,47 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What authentication needs about one long-term access key.
 ///
 /// With many keys in use each request's entry is cold, so it holds only what a request reads, in
-/// the order it reads it (`repr(C)` keeps that order): age, last noted use, status, the caller,
-/// then the signing key's slot; the key id, account and owner name are the caller's.
+/// the order it reads it (`repr(C)` keeps that order): age, last noted use, the caller, status,
+/// then the signing key's slot; the key id, account and owner name are the caller's. Behind the
+/// `Arc`'s 16-byte header, what a request reads (the slot's key and a scope of up to ~40 bytes
+/// included) fits in 128 bytes: two cache lines instead of three.
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
-    fetched: Instant,
+    /// When the key was read: nanoseconds since [`epoch`] (8 bytes where an `Instant` takes 16,
+    /// which keeps what a request reads within the entry's first two cache lines).
+    fetched: u64,
     /// The last use passed on to the store's pending last uses: its whole second (low 32 bits)
     /// and scope index plus one (high 32 bits), 0 for none; see [`KeyCache::use_due`].
     noted: AtomicU64,
+    /// The caller a request signed with this key acts as, its identity included (shared, so a
+    /// request costs no copy); also the key's id and account.
+    pub owner: Arc<Caller>,
     /// The key's status.
     pub status: KeyStatus,
     /// Queued for [`KeyCache::take_refresh`] already.
     refresh_queued: AtomicBool,
-    /// The caller a request signed with this key acts as, its identity included (shared, so a
-    /// request costs no copy); also the key's id and account.
-    pub owner: Arc<Caller>,
-    /// The secret, for signature verification, with the signing key last derived from it.
+    /// The secret, for signature verification, with the signing key last derived from it (the
+    /// slot first, the secret itself last: it is read only to derive a key).
     pub secret: keyward_sigv4::SlottedSecret,
+}
+
+/// The instant entry ages are counted from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`].
+fn now_nanos() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl CachedKey {
+    /// How long ago the entry was read from the store.
+    fn age(&self) -> Duration {
+        Duration::from_nanos(now_nanos().saturating_sub(self.fetched))
+    }
 }
 
 /// Most distinct (service, region) pairs [`KeyCache::use_due`] tells apart; a use in any other is
@@ -49,7 +72,7 @@ impl CachedKey {
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
         let owner = Arc::new(Caller::new(&key.account_id, &identity, &key.key_id, None));
         Self {
-            fetched: Instant::now(),
+            fetched: now_nanos(),
             noted: AtomicU64::new(0),
             status: key.status,
             refresh_queued: AtomicBool::new(false),
@@ -161,7 +184,7 @@ impl KeyCache {
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let e = map.get(&InlineKeyId::new(key_id)?)?;
-        let age = e.fetched.elapsed();
+        let age = e.age();
         if age >= self.ttl {
             return None;
         }
@@ -200,7 +223,7 @@ impl KeyCache {
         }
         if map.len() >= self.capacity {
             let ttl = self.ttl;
-            map.retain(|_, e| e.fetched.elapsed() < ttl);
+            map.retain(|_, e| e.age() < ttl);
             if map.len() >= self.capacity {
                 map.clear();
             }
@@ -423,5 +446,17 @@ mod tests {
         assert!(due(&k, t, "sts", "yet-another-region"));
         assert!(due(&k, t, "iam", "eu-west-1"), "known scopes still count");
         assert!(!due(&k, t, "iam", "eu-west-1"));
+    }
+
+    #[test]
+    fn what_a_request_reads_comes_first() {
+        // The slot (lock, length, 32-byte key, then the scope compared) right after 32 bytes of
+        // age, noted use, caller and status; with the Arc's header, a 40-byte scope ends by 127.
+        assert!(std::mem::offset_of!(CachedKey, secret) <= 32);
+        assert!(
+            std::mem::size_of::<CachedKey>() <= 176,
+            "{}",
+            std::mem::size_of::<CachedKey>()
+        );
     }
 }

@@ -124,15 +124,16 @@ impl SigningKey {
 }
 
 /// Longest credential scope a [`SlottedSecret`] remembers (`date/region/service/aws4_request`;
-/// real ones are about 40 bytes); a longer one is derived each time.
-const SLOT_SCOPE_MAX: usize = 96;
+/// real ones are 35-50 bytes: a region and a service of up to 20 characters each fit); a longer
+/// one is derived each time.
+const SLOT_SCOPE_MAX: usize = 64;
 
 /// The signing key last derived for a scope.
-// `repr(C)`: the scope's length, the key, then the scope, so a hit (a short scope compared, the
-// key copied) reads the first cache lines only.
+// `repr(C)` with byte-sized fields only: the scope's length, the key, then the scope, so a hit (a
+// short scope compared, the key copied) reads the first ~70 bytes and nothing else.
 #[repr(C)]
 struct Slot {
-    len: usize,
+    len: u8,
     key: SigningKey,
     scope: [u8; SLOT_SCOPE_MAX],
 }
@@ -178,7 +179,7 @@ impl SlottedSecret {
     ) -> SigningKey {
         let lock = || self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = &*lock() {
-            if s.scope.get(..s.len) == Some(scope.as_bytes()) {
+            if s.scope.get(..usize::from(s.len)) == Some(scope.as_bytes()) {
                 return s.key.clone();
             }
         }
@@ -186,7 +187,7 @@ impl SlottedSecret {
         if scope.len() <= SLOT_SCOPE_MAX {
             let mut slot = Slot {
                 scope: [0; SLOT_SCOPE_MAX],
-                len: scope.len(),
+                len: scope.len() as u8,
                 key: key.clone(),
             };
             slot.scope[..scope.len()].copy_from_slice(scope.as_bytes());
@@ -354,7 +355,7 @@ mod tests {
         let last = scope("20120215", "us-east-1", "iam");
         let slot = s.slot.lock().unwrap();
         let held = slot.as_ref().unwrap();
-        assert_eq!(&held.scope[..held.len], last.as_bytes());
+        assert_eq!(&held.scope[..usize::from(held.len)], last.as_bytes());
     }
 
     #[test]
