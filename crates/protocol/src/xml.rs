@@ -81,16 +81,6 @@ impl XmlWriter {
         self.close(tag)
     }
 
-    /// Writes `<tag>` then each of `parts` escaped then `</tag>`: an element whose text is built from
-    /// pieces (e.g. an ARN), without concatenating them first.
-    pub fn elem_parts(&mut self, tag: &str, parts: &[&str]) -> &mut Self {
-        self.open(tag);
-        for p in parts {
-            escape_into(&mut self.out, p);
-        }
-        self.close(tag)
-    }
-
     /// Writes `<tag>text</tag>` when `text` is `Some`.
     pub fn opt_elem(&mut self, tag: &str, text: Option<&str>) -> &mut Self {
         if let Some(t) = text {
@@ -167,13 +157,6 @@ mod tests {
             w.finish(),
             "<A xmlns=\"urn:x\"><B>a&lt;b&gt;&amp;&quot;c&apos;</B></A>"
         );
-    }
-
-    #[test]
-    fn parts_are_escaped_and_joined() {
-        let mut w = XmlWriter::new();
-        w.elem_parts("Arn", &["arn:aws:iam::", "1<2", ":root"]);
-        assert_eq!(w.finish(), "<Arn>arn:aws:iam::1&lt;2:root</Arn>");
     }
 
     #[test]

@@ -562,10 +562,7 @@ impl App {
             .auth_ok
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let caller = &authn.caller;
-        let (service, region) = match parsed {
-            SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
-            SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
-        };
+        let (service, region) = auth::service_region(parsed);
         if authn.note_use {
             self.store
                 .record_key_use(caller.access_key_id(), now, service, region);

@@ -214,6 +214,14 @@ pub fn proves_secret(e: &VerifyError) -> bool {
     )
 }
 
+/// The service and region a signature is scoped to (SigV2 presigned URLs are S3's, in us-east-1).
+pub fn service_region(parsed: &SignedRequest) -> (&str, &str) {
+    match parsed {
+        SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
+        SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
+    }
+}
+
 /// One signature to authenticate: the request it was found on, its parsed form, the dialect of
 /// the answer and the time. [`Check::cached`] answers the common case without suspending;
 /// [`Check::authenticate`] answers every case.
@@ -294,10 +302,7 @@ impl Check<'_> {
             owner: Some(Arc::clone(owner)),
             ..f
         })?;
-        let (service, region) = match self.parsed {
-            SignedRequest::V4(a) => (a.scope().service(), a.scope().region()),
-            SignedRequest::V2Presigned(_) => ("s3", "us-east-1"),
-        };
+        let (service, region) = service_region(self.parsed);
         Ok(Authenticated {
             caller: Arc::clone(owner),
             verified,

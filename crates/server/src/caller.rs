@@ -142,18 +142,6 @@ impl Caller {
         self.user().map(|u| u.name)
     }
 
-    /// The identity, as an owned value.
-    pub fn identity(&self) -> Identity {
-        match self.user() {
-            None => Identity::Root,
-            Some(u) => Identity::User {
-                name: u.name.to_owned(),
-                user_id: u.user_id.to_owned(),
-                arn: u.arn.to_owned(),
-            },
-        }
-    }
-
     /// For temporary (session) credentials, when they expire.
     pub fn session_expires(&self) -> Option<SystemTime> {
         self.session_expires
@@ -170,7 +158,7 @@ impl fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("account_id", &self.account_id())
             .field("access_key_id", &self.access_key_id())
-            .field("identity", &self.identity())
+            .field("user", &self.user())
             .field("session_expires", &self.session_expires)
             .finish()
     }
@@ -207,7 +195,6 @@ mod tests {
         assert_eq!(c.arn(), "arn:aws:iam::123456789012:user/team/alice");
         assert_eq!(c.user_id(), "AIDAEXAMPLEEXAMPLE01");
         assert_eq!(c.user_name(), Some("alice"));
-        assert_eq!(c.identity(), identity);
         assert!(!c.is_session());
     }
 
@@ -227,12 +214,11 @@ mod tests {
         assert_eq!(c.access_key_id(), "ASIAEXAMPLEEXAMPLE01");
         assert_eq!(c.arn(), "arn:aws:iam::123456789012:root");
         assert_eq!(c.user_id(), "123456789012");
-        assert_eq!(c.identity(), Identity::Root);
         assert_eq!(c.session_expires(), Some(until));
         assert!(c.is_session());
         let debug = format!("{c:?}");
         assert!(
-            debug.contains("ASIAEXAMPLEEXAMPLE01") && debug.contains("Root"),
+            debug.contains("ASIAEXAMPLEEXAMPLE01") && debug.contains("user: None"),
             "{debug}"
         );
     }
