@@ -121,9 +121,9 @@ struct GciArgs {
     #[arg(long, value_enum, default_value_t = Order::Random)]
     order: Order,
     /// Sign one request per key before the run and send those again and again (as wrk replays
-    /// one signed request), instead of signing each request: the load generator's own cost then
-    /// does not grow with the number of keys, and keyward's is what is measured. keyward checks
-    /// every signature either way. The run must end within the 15 minutes a signature is valid.
+    /// one signed request), instead of signing each request: the load generator then needs less
+    /// CPU (signing live it shared the bottleneck with keyward, more so with many keys), and
+    /// keyward's cost is what is measured. keyward checks every signature either way. The run must end within the 15 minutes a signature is valid.
     #[arg(long)]
     presigned: bool,
 }
