@@ -23,9 +23,9 @@ pub const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// The XML namespace of S3 responses.
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
-/// A new request id in AWS's form (a random UUID, version 4).
+/// A new request id in AWS's form (a random UUID, version 4; unique, not secret).
 pub fn new_request_id() -> String {
-    let b: [u8; 16] = rand::random();
+    let b = keyward_ids::unique_bytes();
     let mut s = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
         let byte = match i {

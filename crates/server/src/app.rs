@@ -12,12 +12,14 @@ use crate::{cloudtrail, iam, s3, sts};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use keyward_protocol::error::Rendered;
 use keyward_protocol::{new_request_id, ApiError, Dialect, Params};
 use keyward_sigv4::{Request, SignedRequest, SigningKeyCache};
 use keyward_store::{Change, Sealer, Store, StoreError};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 /// `x-amz-target` (JSON protocol), as a ready header name: a `&str` look-up parses it each time.
@@ -261,19 +263,55 @@ impl App {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request; the connection it came on, if any, is read from the request's
+    /// [`ConnInfo`] extension.
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let conn = req.extensions().get::<ConnInfo>().copied();
+        self.handle_on(req, conn).await
+    }
+
+    /// Answers one request that came on the connection `conn` (the listener passes it here
+    /// instead of as an extension, which would cost a map and two allocations per request).
+    pub async fn handle_on<B>(
+        &self,
+        req: http::Request<B>,
+        conn: Option<ConnInfo>,
+    ) -> http::Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = req.into_parts();
+        let now = self.now();
+        let mut resp = self.answer(parts, body, conn, now).await;
+        // The listener does not add `Date` (see crate::http): it comes from the clock reading the
+        // request was judged by, so a server told to run off-clock shows that clock, as a skewed
+        // host would, to clients that measure skew from `Date` (the doctor, SDKs).
+        resp.headers_mut()
+            .insert(http::header::DATE, http_date_header(now));
+        resp
+    }
+
+    async fn answer<B>(
+        &self,
+        parts: http::request::Parts,
+        body: B,
+        conn: Option<ConnInfo>,
+        now: SystemTime,
+    ) -> http::Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let path = parts.uri.path();
         if let Some(internal) = path.strip_prefix("/_keyward/") {
             return self.internal(internal);
         }
         let rid = new_request_id();
-        let now = self.now();
         let query = parts.uri.query().unwrap_or("");
         let sreq = Request {
             method: parts.method.as_str(),
@@ -300,56 +338,52 @@ impl App {
         } else {
             QUERY_BODY_LIMIT
         };
-        let collected = tokio::time::timeout(
-            self.config.body_read_timeout,
-            Limited::new(body, limit).collect(),
-        )
-        .await;
-        let Ok(collected) = collected else {
+        let mut read = std::pin::pin!(read_body(body, limit));
+        // A small body has usually arrived with the head: only a body still on its way gets a
+        // timer (arming one reads the clock and builds a timer entry on every request).
+        let read = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(done) => Ok(done),
+            Poll::Pending => tokio::time::timeout(self.config.body_read_timeout, read).await,
+        };
+        let Ok(read) = read else {
             let err = ApiError::new(
                 400,
                 "RequestTimeout",
                 "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
             );
-            let mut resp = self.error_response(&err, dialect, &rid);
+            let mut resp = self.error_response(&err, dialect, rid);
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         };
-        let body = match collected {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                let err = if e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    match dialect {
-                        Dialect::S3 => ApiError::new(
-                            400,
-                            "EntityTooLarge",
-                            "Your proposed upload exceeds the maximum allowed size",
-                        ),
-                        _ => ApiError::new(
-                            413,
-                            "RequestEntityTooLarge",
-                            format!("Request body must be no larger than {limit} bytes."),
-                        ),
-                    }
-                } else {
-                    ApiError::new(
+        let body = match read {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                let err = match dialect {
+                    Dialect::S3 => ApiError::new(
                         400,
-                        "IncompleteBody",
-                        "The request body terminated unexpectedly",
-                    )
+                        "EntityTooLarge",
+                        "Your proposed upload exceeds the maximum allowed size",
+                    ),
+                    _ => ApiError::new(
+                        413,
+                        "RequestEntityTooLarge",
+                        format!("Request body must be no larger than {limit} bytes."),
+                    ),
                 };
-                return self.error_response(&err, dialect, &rid);
+                return self.error_response(&err, dialect, rid);
+            }
+            Err(BodyError::Incomplete) => {
+                let err = ApiError::new(
+                    400,
+                    "IncompleteBody",
+                    "The request body terminated unexpectedly",
+                );
+                return self.error_response(&err, dialect, rid);
             }
         };
         // Before any lookup or signature check: is the source, or this source for this key id, refused?
-        let source = parts
-            .extensions
-            .get::<ConnInfo>()
-            .map(|c| Source::of(c.peer.ip()));
+        let source = conn.map(|c| Source::of(c.peer.ip()));
         let key_id = match &parsed {
             Ok(Some(SignedRequest::V4(a))) => Some(a.access_key_id()),
             Ok(Some(SignedRequest::V2Presigned(a))) => Some(a.access_key_id()),
@@ -357,7 +391,7 @@ impl App {
         };
         let gate = self.throttle.check(source, key_id);
         if gate.refuse.is_some() {
-            return self.error_response(&throttle::throttling_error(dialect), dialect, &rid);
+            return self.error_response(&throttle::throttling_error(dialect), dialect, rid);
         }
         let guard = AuthGuard {
             gate,
@@ -382,10 +416,13 @@ impl App {
             )
             .await;
         if let Some(auditor) = &self.auditor {
-            self.audit(auditor, &parts, &result, dialect, trace, &rid, now)
-                .await;
+            let source_ip = conn.map(|c| c.peer.ip());
+            self.audit(
+                auditor, &parts, source_ip, &result, dialect, trace, &rid, now,
+            )
+            .await;
         }
-        let mut resp = match result {
+        match result {
             Ok(body) => {
                 let ct = match dialect {
                     Dialect::S3 => "application/xml",
@@ -393,18 +430,10 @@ impl App {
                     _ => "text/xml",
                 };
                 self.metrics.response(200);
-                response(StatusCode::OK, ct, &rid, dialect, Bytes::from(body))
+                response(StatusCode::OK, ct, rid, dialect, Bytes::from(body))
             }
-            Err(e) => self.error_response(&e, dialect, &rid),
-        };
-        if self.config.clock_offset_secs != 0 {
-            // A server told to run off-clock shows that clock in `Date` too, as a skewed host would,
-            // so clients that measure skew from `Date` (the doctor, SDKs) see it.
-            if let Ok(v) = HeaderValue::from_str(&keyward_protocol::time::http_date(now)) {
-                resp.headers_mut().insert(http::header::DATE, v);
-            }
+            Err(e) => self.error_response(&e, dialect, rid),
         }
-        resp
     }
 
     /// Records the audit event of one answered request; a call that changed state waits until
@@ -414,6 +443,7 @@ impl App {
         &self,
         auditor: &Auditor,
         parts: &http::request::Parts,
+        source_ip: Option<std::net::IpAddr>,
         result: &Result<String, ApiError>,
         dialect: Dialect,
         trace: Trace<'_>,
@@ -449,10 +479,7 @@ impl App {
             service,
             event_name,
             region: trace.region.unwrap_or("us-east-1"),
-            source_ip: parts
-                .extensions
-                .get::<crate::http::ConnInfo>()
-                .map(|c| c.peer.ip()),
+            source_ip,
             user_agent: parts
                 .headers
                 .get(http::header::USER_AGENT)
@@ -638,19 +665,19 @@ impl App {
         &self,
         e: &ApiError,
         dialect: Dialect,
-        rid: &str,
+        rid: String,
     ) -> http::Response<Full<Bytes>> {
         self.metrics.response(e.status);
         if e.status >= 500 {
-            tracing::warn!(code = %e.code, request_id = rid, "server error answered");
+            tracing::warn!(code = %e.code, request_id = %rid, "server error answered");
         } else {
-            tracing::debug!(code = %e.code, request_id = rid, "client error answered");
+            tracing::debug!(code = %e.code, request_id = %rid, "client error answered");
         }
         let Rendered {
             status,
             content_type,
             body,
-        } = e.render(dialect, rid);
+        } = e.render(dialect, &rid);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = response(status, content_type, rid, dialect, Bytes::from(body));
         if dialect == Dialect::Json {
@@ -687,6 +714,77 @@ impl App {
             ),
         }
     }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyError {
+    /// Longer than the limit (declared or sent).
+    TooLarge,
+    /// The body failed or ended before its declared length.
+    Incomplete,
+}
+
+/// Reads a whole body of at most `limit` bytes. A body that comes in one frame, the usual case,
+/// is returned as that frame's bytes, without a copy or an allocation; trailers are ignored.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    // A declared length over the limit is not refused before reading: the client would meet a
+    // closed connection in the middle of its upload instead of the answer. As with
+    // http_body_util's Limited, the body is read up to the limit.
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<Vec<u8>> = None;
+    let mut len = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|_| BodyError::Incomplete)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match (&first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut v = Vec::with_capacity(len.max(f.len() * 2).min(limit));
+                v.extend_from_slice(f);
+                v.extend_from_slice(&data);
+                joined = Some(v);
+            }
+            (Some(_), Some(v)) => v.extend_from_slice(&data),
+        }
+    }
+    Ok(match joined {
+        Some(v) => Bytes::from(v),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// The `Date` header for `now`, made once per second per thread (a clone shares its bytes).
+fn http_date_header(now: SystemTime) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((at, v)) = &*last {
+            if *at == secs {
+                return v.clone();
+            }
+        }
+        let text = keyward_protocol::time::http_date(now);
+        let v = HeaderValue::from_maybe_shared(Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        *last = Some((secs, v.clone()));
+        v
+    })
 }
 
 /// CloudTrail's name of an S3 request.
@@ -778,12 +876,13 @@ fn plain(status: StatusCode, ct: &'static str, body: Bytes) -> http::Response<Fu
 fn response(
     status: StatusCode,
     ct: &'static str,
-    rid: &str,
+    rid: String,
     dialect: Dialect,
     body: Bytes,
 ) -> http::Response<Full<Bytes>> {
     let mut r = plain(status, ct, body);
-    if let Ok(v) = HeaderValue::from_str(rid) {
+    // The id's own buffer becomes the header value: no second copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(rid)) {
         if dialect == Dialect::S3 {
             r.headers_mut().insert(X_AMZ_REQUEST_ID, v);
         } else {
@@ -799,6 +898,60 @@ pub use auth::unix_secs;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body sent as the given frames, each `Err` a failure of the connection.
+    struct Frames(std::collections::VecDeque<Result<Bytes, ()>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|f| {
+                f.map(http_body::Frame::data)
+                    .map_err(|()| std::io::Error::other("reset"))
+            }))
+        }
+    }
+
+    fn frames(parts: &[&'static str]) -> Frames {
+        Frames(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+                .collect(),
+        )
+    }
+
+    fn read(body: Frames, limit: usize) -> Result<Bytes, BodyError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(read_body(body, limit))
+    }
+
+    #[test]
+    fn a_body_is_read_whole_and_one_frame_is_not_copied() {
+        let one = Bytes::from_static(b"Action=GetCallerIdentity");
+        let got = read(Frames([Ok(one.clone())].into()), 100).unwrap();
+        assert_eq!(got.as_ptr(), one.as_ptr(), "one frame is returned as is");
+        assert_eq!(
+            read(frames(&["Act", "ion=", "X"]), 100).unwrap(),
+            "Action=X"
+        );
+        assert_eq!(read(frames(&[]), 100).unwrap(), "");
+        assert_eq!(read(frames(&["ab", "cd"]), 4).unwrap(), "abcd");
+    }
+
+    #[test]
+    fn a_body_over_the_limit_or_cut_short_is_refused() {
+        assert_eq!(read(frames(&["ab", "cde"]), 4), Err(BodyError::TooLarge));
+        assert_eq!(read(frames(&["abcde"]), 4), Err(BodyError::TooLarge));
+        let cut = Frames([Ok(Bytes::from_static(b"ab")), Err(())].into());
+        assert_eq!(read(cut, 100), Err(BodyError::Incomplete));
+    }
 
     #[test]
     fn form_content_type_is_matched_in_any_case() {
@@ -831,7 +984,7 @@ mod tests {
         let r = response(
             StatusCode::OK,
             "text/xml",
-            "rid-1",
+            "rid-1".to_owned(),
             Dialect::Sts,
             Bytes::new(),
         );
@@ -839,7 +992,7 @@ mod tests {
         let r = response(
             StatusCode::OK,
             "application/xml",
-            "rid-2",
+            "rid-2".to_owned(),
             Dialect::S3,
             Bytes::new(),
         );

@@ -17,13 +17,14 @@ use keyward_store::KeyStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// An authenticated request: who called, and the proof that the signature was checked.
+/// An authenticated request: who called, and the proof that the signature was checked (which
+/// borrows from the parsed authentication `'r`).
 #[derive(Debug)]
-pub struct Authenticated {
+pub struct Authenticated<'r> {
     /// The caller.
     pub caller: Arc<Caller>,
     /// The verifier's proof (and the chunk decoder of streaming bodies).
-    pub verified: Verified,
+    pub verified: Verified<'r>,
     /// This use of a long-term key is to be noted in the store's last uses (see
     /// [`crate::keycache::KeyCache::use_due`]); never for session credentials, whose uses are not tracked.
     pub note_use: bool,
@@ -241,7 +242,7 @@ pub struct Check<'r> {
     pub now: SystemTime,
 }
 
-impl Check<'_> {
+impl<'r> Check<'r> {
     fn key_id(&self) -> &str {
         match self.parsed {
             SignedRequest::V4(a) => a.access_key_id(),
@@ -258,7 +259,10 @@ impl Check<'_> {
 
     /// Verifies the signature with a session's secret (`Ok`, through the shared cache of signing
     /// keys) or a long-term key's entry, which keeps its own signing key (`Err`).
-    fn verify(&self, secret: Result<&SecretKey, &SlottedSecret>) -> Result<Verified, AuthFailure> {
+    fn verify(
+        &self,
+        secret: Result<&SecretKey, &SlottedSecret>,
+    ) -> Result<Verified<'r>, AuthFailure> {
         let Check {
             app,
             req,
@@ -285,7 +289,7 @@ impl Check<'_> {
     }
 
     /// Authenticates with a long-term key's entry.
-    fn with_entry(&self, entry: &CachedKey) -> Result<Authenticated, AuthFailure> {
+    fn with_entry(&self, entry: &CachedKey) -> Result<Authenticated<'r>, AuthFailure> {
         let owner = &entry.owner;
         let refuse = |error: ApiError| AuthFailure {
             owner: Some(Arc::clone(owner)),
@@ -315,7 +319,7 @@ impl Check<'_> {
 
     /// [`Check::authenticate`] for the common case, without suspending: a long-term key found in
     /// the verification cache. `None` when the store or a session's user must be consulted.
-    pub fn cached(&self) -> Option<Result<Authenticated, AuthFailure>> {
+    pub fn cached(&self) -> Option<Result<Authenticated<'r>, AuthFailure>> {
         let key_id = self.key_id();
         if keyward_ids::key_kind(key_id) == Some(KeyKind::Temporary) {
             return None;
@@ -326,7 +330,7 @@ impl Check<'_> {
 
     /// Authenticates the signature; a failure tells whether failed-authentication throttling
     /// counts it, and whose key it was.
-    pub async fn authenticate(&self) -> Result<Authenticated, AuthFailure> {
+    pub async fn authenticate(&self) -> Result<Authenticated<'r>, AuthFailure> {
         let Check {
             app, dialect, now, ..
         } = *self;

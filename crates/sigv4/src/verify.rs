@@ -123,16 +123,19 @@ impl std::error::Error for VerifyError {}
 ///
 /// ```compile_fail
 /// // Private fields: no way to make one outside keyward-sigv4.
-/// let v = keyward_sigv4::Verified { access_key_id: "AKID".into(), scope: None, session_token: None, streaming: None };
+/// let v = keyward_sigv4::Verified { access_key_id: "AKID", scope: None, session_token: None, streaming: None };
 /// ```
-pub struct Verified {
-    access_key_id: String,
-    scope: Option<CredentialScope>,
-    session_token: Option<String>,
+///
+/// It borrows what it tells from the parsed authentication it proves, so a verification copies
+/// nothing.
+pub struct Verified<'a> {
+    access_key_id: &'a str,
+    scope: Option<&'a CredentialScope>,
+    session_token: Option<&'a str>,
     streaming: Option<StreamingState>,
 }
 
-impl fmt::Debug for Verified {
+impl fmt::Debug for Verified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
             .field("access_key_id", &self.access_key_id)
@@ -146,18 +149,18 @@ impl fmt::Debug for Verified {
     }
 }
 
-impl Verified {
+impl<'a> Verified<'a> {
     /// The authenticated access key id.
-    pub fn access_key_id(&self) -> &str {
-        &self.access_key_id
+    pub fn access_key_id(&self) -> &'a str {
+        self.access_key_id
     }
     /// The credential scope (SigV4 only).
-    pub fn scope(&self) -> Option<&CredentialScope> {
-        self.scope.as_ref()
+    pub fn scope(&self) -> Option<&'a CredentialScope> {
+        self.scope
     }
     /// The session token the request carried (the caller checks it belongs to the key).
-    pub fn session_token(&self) -> Option<&str> {
-        self.session_token.as_deref()
+    pub fn session_token(&self) -> Option<&'a str> {
+        self.session_token
     }
     /// A decoder for the aws-chunked body, for the `STREAMING-*` payload modes; `None` otherwise.
     pub fn chunk_decoder(&self) -> Option<ChunkDecoder> {
@@ -189,7 +192,7 @@ impl V4Auth {
         secret: &SecretKey,
         now: SystemTime,
         cache: Option<&SigningKeyCache>,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<Verified<'_>, VerifyError> {
         self.verify_from(req, body, now, KeySource::Secret(secret, cache))
     }
 
@@ -201,7 +204,7 @@ impl V4Auth {
         body: &[u8],
         secret: &SlottedSecret,
         now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<Verified<'_>, VerifyError> {
         self.verify_from(req, body, now, KeySource::Slotted(secret))
     }
 
@@ -211,7 +214,7 @@ impl V4Auth {
         body: &[u8],
         now: SystemTime,
         source: KeySource<'_>,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<Verified<'_>, VerifyError> {
         if !split_ascii(&self.signed_headers, b';').any(|h| h == "host") {
             return Err(VerifyError::HostNotSigned);
         }
@@ -282,9 +285,9 @@ impl V4Auth {
             _ => None,
         };
         Ok(Verified {
-            access_key_id: self.access_key_id.clone(),
-            scope: Some(self.scope.clone()),
-            session_token: self.session_token.clone(),
+            access_key_id: &self.access_key_id,
+            scope: Some(&self.scope),
+            session_token: self.session_token.as_deref(),
             streaming,
         })
     }
@@ -459,7 +462,7 @@ impl V2Auth {
         req: &Request<'_>,
         secret: &SecretKey,
         now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<Verified<'_>, VerifyError> {
         let sts = v2_string_to_sign(req, &self.expires_raw);
         let computed = Signature::new(v2_sign(secret, &sts));
         if !computed.ct_eq(&self.signature) {
@@ -480,9 +483,9 @@ impl V2Auth {
             });
         }
         Ok(Verified {
-            access_key_id: self.access_key_id.clone(),
+            access_key_id: &self.access_key_id,
             scope: None,
-            session_token: self.session_token.clone(),
+            session_token: self.session_token.as_deref(),
             streaming: None,
         })
     }

@@ -217,7 +217,7 @@ pub fn event_id_time(id: &str) -> Option<i64> {
 /// A new event id for an event at `time` (a UUID version 7: time in milliseconds, then random).
 pub fn new_event_id(time: SystemTime) -> String {
     let ms = to_millis(time).max(0) as u64;
-    let mut b: [u8; 16] = rand::random();
+    let mut b = keyward_ids::unique_bytes();
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
