@@ -11,7 +11,13 @@
 //! event := time_ms(i64 little-endian, 8 bytes) flags(u8) present(varint) string*
 //! string:= (len << 1)      followed by len UTF-8 bytes   -- a new value
 //!        | (slot << 1)|1                                 -- a recent value of the same field
+//!        | (RECENT << 1)|1                               -- ARN only: derived (format 3)
 //! ```
+//!
+//! An IAM user's ARN with the path `/`, `arn:aws:iam::ACCOUNT:user/NAME`, is not stored (format
+//! 3): it is rebuilt from the row's account and the event's user name. With many keys in use most
+//! events have a caller of their own, whose strings are written in full; the ARN was the longest.
+//! Blobs of format 2 (without it) are read as before.
 //!
 //! `flags` holds read-only, session and the identity type; `present` has one bit per optional
 //! field, in [`OPTIONAL`] order; the required strings come first, in [`AuditRecord`] order. Each
@@ -28,7 +34,9 @@ use crate::model::{from_millis, to_millis};
 use crate::StoreError;
 
 /// Format version written first in every blob.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The first version written by keyward, still read: format 3 without derived ARNs.
+const VERSION_2: u8 = 2;
 
 const READ_ONLY: u8 = 1;
 const SESSION: u8 = 2;
@@ -63,6 +71,21 @@ impl<'a> Recent<'a> {
 
 /// The tag of an id stored as 16 bytes (a reference tag, which ids never use otherwise).
 const UUID_TAG: u64 = 1;
+/// The tag of a derived ARN (a reference past the last slot, which strings never use otherwise).
+const DERIVED_ARN_TAG: u64 = ((RECENT as u64) << 1) | 1;
+/// The ARN's place among the optional fields.
+const ARN: usize = 1;
+
+/// Whether `arn` is what an IAM user event's account and user name make it (path `/`).
+fn is_derived_arn(account_id: Option<&str>, user_name: Option<&str>, arn: &str) -> bool {
+    let (Some(account), Some(name)) = (account_id, user_name) else {
+        return false;
+    };
+    arn.strip_prefix("arn:aws:iam::")
+        .and_then(|r| r.strip_prefix(account))
+        .and_then(|r| r.strip_prefix(":user/"))
+        == Some(name)
+}
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The value of each byte as a lowercase hex digit, 0xff for any other byte.
@@ -201,9 +224,16 @@ impl Packer {
         self.string(0, e.event_name);
         self.string(1, e.event_source);
         self.string(2, e.region);
+        let derived = e.identity_type == IdentityType::IamUser
+            && e.arn
+                .is_some_and(|arn| is_derived_arn(e.account_id, e.user_name, arn));
         for (i, v) in optional.into_iter().enumerate() {
             if let Some(v) = v {
-                self.string(3 + i, v);
+                if i == ARN && derived {
+                    varint(&mut self.out, DERIVED_ARN_TAG);
+                } else {
+                    self.string(3 + i, v);
+                }
             }
         }
     }
@@ -281,9 +311,12 @@ pub(crate) fn unpack(blob: &[u8], account_id: &str) -> Result<Vec<AuditRecord>, 
         b: blob,
         at: 0,
         recent: Recent::new(),
+        derived_arns: true,
     };
-    if r.byte()? != VERSION {
-        return Err(corrupt("unknown format version"));
+    match r.byte()? {
+        VERSION => {}
+        VERSION_2 => r.derived_arns = false,
+        _ => return Err(corrupt("unknown format version")),
     }
     let mut events = Vec::new();
     while r.at < r.b.len() {
@@ -296,6 +329,8 @@ struct Reader<'b> {
     b: &'b [u8],
     at: usize,
     recent: Recent<'b>,
+    /// The blob's format has derived ARNs (format 3).
+    derived_arns: bool,
 }
 
 impl<'b> Reader<'b> {
@@ -351,6 +386,11 @@ impl<'b> Reader<'b> {
     /// A value of a remembering field: in full (then remembered) or a recent one.
     fn string(&mut self, field: usize) -> Result<&'b str, StoreError> {
         let tag = self.varint()?;
+        self.string_tagged(field, tag)
+    }
+
+    /// [`Reader::string`] once its tag is read.
+    fn string_tagged(&mut self, field: usize, tag: u64) -> Result<&'b str, StoreError> {
         if tag & 1 == 1 {
             let slot = usize::try_from(tag >> 1).map_err(|_| corrupt("bad reference"))?;
             return self
@@ -390,13 +430,28 @@ impl<'b> Reader<'b> {
         let event_source = self.string(1)?.to_owned();
         let region = self.string(2)?.to_owned();
         let mut opt: [Option<String>; OPTIONAL] = Default::default();
+        let mut derived = false;
         for (i, slot) in opt.iter_mut().enumerate() {
             if present & (1 << i) != 0 {
-                *slot = Some(self.string(3 + i)?.to_owned());
+                let tag = self.varint()?;
+                if i == ARN && self.derived_arns && tag == DERIVED_ARN_TAG {
+                    derived = true;
+                    continue;
+                }
+                *slot = Some(self.string_tagged(3 + i, tag)?.to_owned());
             }
         }
-        let [principal_id, arn, access_key_id, user_name, source_ip, user_agent, error_code, error_message, request_parameters, response_elements, stored_json] =
+        let [principal_id, mut arn, access_key_id, user_name, source_ip, user_agent, error_code, error_message, request_parameters, response_elements, stored_json] =
             opt;
+        if derived {
+            let Some(name) = user_name
+                .as_deref()
+                .filter(|_| identity_type == IdentityType::IamUser)
+            else {
+                return Err(corrupt("a derived ARN without an IAM user's name"));
+            };
+            arn = Some(format!("arn:aws:iam::{account_id}:user/{name}"));
+        }
         Ok(AuditRecord {
             account_id: Some(account_id.to_owned()),
             time,
@@ -461,6 +516,109 @@ mod tests {
             },
             stored_json: (i == 9).then(|| "{\"eventVersion\":\"1.08\"}".into()),
         }
+    }
+
+    /// An event of IAM user `name` (with `path`) of account 123456789012, key `AKIA{i}`.
+    fn user_event(i: u64, path: &str, name: &str) -> AuditRecord {
+        AuditRecord {
+            identity_type: IdentityType::IamUser,
+            principal_id: Some(format!("AIDA{i:017}")),
+            arn: Some(format!("arn:aws:iam::123456789012:user{path}{name}")),
+            access_key_id: Some(format!("AKIA{i:016}")),
+            user_name: Some(name.into()),
+            session: false,
+            error_code: None,
+            error_message: None,
+            request_parameters: None,
+            stored_json: None,
+            ..record(i)
+        }
+    }
+
+    fn pack(events: &[AuditRecord]) -> Vec<u8> {
+        let mut p = Packer::new();
+        for e in events {
+            p.push(&e.as_event());
+        }
+        p.finish().0
+    }
+
+    #[test]
+    fn arns_of_users_with_the_root_path_are_rebuilt_not_stored() {
+        // Each event its own user, as with many keys in use.
+        let plain: Vec<_> = (0..500)
+            .map(|i| user_event(i, "/", &format!("user{i:05}")))
+            .collect();
+        let blob = pack(&plain);
+        assert_eq!(unpack(&blob, "123456789012").unwrap(), plain);
+        let arn = plain[7].arn.as_deref().unwrap();
+        let blob_text = String::from_utf8_lossy(&blob);
+        assert!(!blob_text.contains(arn), "a derived ARN is not stored");
+        // With a path, or when the name or account does not match, the ARN is stored as it is.
+        let mut other: Vec<_> = (0..500)
+            .map(|i| user_event(i, "/division/", &format!("user{i:05}")))
+            .collect();
+        other[1].user_name = Some("someone-else".into());
+        other[2].arn = Some("arn:aws:iam::210987654321:user/user00002".into());
+        other[3].user_name = None;
+        let other_blob = pack(&other);
+        assert_eq!(unpack(&other_blob, "123456789012").unwrap(), other);
+        assert!(String::from_utf8_lossy(&other_blob).contains("user/division/user00007"));
+        assert!(
+            blob.len() + 500 * 30 < other_blob.len(),
+            "{} vs {}",
+            blob.len(),
+            other_blob.len()
+        );
+        // A root event's ARN is never derived.
+        let root = vec![AuditRecord {
+            identity_type: IdentityType::Root,
+            arn: Some("arn:aws:iam::123456789012:user/bob".into()),
+            ..user_event(1, "/", "bob")
+        }];
+        assert_eq!(unpack(&pack(&root), "123456789012").unwrap(), root);
+    }
+
+    #[test]
+    fn blobs_of_format_2_are_still_read() {
+        // Format 2 is format 3 without derived ARNs: such a blob, labelled 2, reads the same.
+        let events: Vec<_> = (0..50)
+            .map(|i| user_event(i, "/path/", &format!("u{i}")))
+            .collect();
+        let mut blob = pack(&events);
+        blob[0] = VERSION_2;
+        assert_eq!(unpack(&blob, "123456789012").unwrap(), events);
+        // A derived ARN's tag means nothing in format 2: a damaged blob, not a guess.
+        let mut derived = pack(&[user_event(1, "/", "u1")]);
+        derived[0] = VERSION_2;
+        assert!(unpack(&derived, "123456789012").is_err());
+        // A derived ARN needs an IAM user's name to be rebuilt from: time, flags (IAM user),
+        // present (the ARN only), two empty ids, three empty strings, then the ARN's tag.
+        let mut nameless_blob = vec![VERSION];
+        nameless_blob.extend_from_slice(&[0; 8]);
+        nameless_blob
+            .extend_from_slice(&[(IdentityType::IamUser as u8) << IDENTITY_SHIFT, 1 << ARN]);
+        nameless_blob.extend_from_slice(&[0; 5]);
+        nameless_blob.push(DERIVED_ARN_TAG as u8);
+        assert!(unpack(&nameless_blob, "123456789012").is_err());
+        nameless_blob[9] = (IdentityType::Root as u8) << IDENTITY_SHIFT;
+        assert!(unpack(&nameless_blob, "123456789012").is_err());
+        // The ARN follows the stored user name: it is rebuilt, not kept.
+        let mut nameless = pack(&[user_event(1, "/", "u1")]);
+        let name_at = nameless.len()
+            - nameless
+                .windows(3)
+                .rev()
+                .position(|w| w == b"\x04u1")
+                .map(|p| p + 3)
+                .unwrap();
+        nameless[name_at + 1] = b'X';
+        nameless[name_at + 2] = b'Y';
+        let read = unpack(&nameless, "123456789012").unwrap();
+        assert_eq!(
+            read[0].arn.as_deref(),
+            Some("arn:aws:iam::123456789012:user/XY")
+        );
     }
 
     #[test]
@@ -588,6 +746,7 @@ mod tests {
         assert!(unpack(&[], "1").is_err());
         assert!(unpack(&[1], "1").is_err());
         assert!(unpack(&[VERSION + 1], "1").is_err());
+        assert_eq!(unpack(&[VERSION_2], "1").unwrap(), vec![]);
         assert_eq!(unpack(&[VERSION], "1").unwrap(), vec![]);
     }
 }
