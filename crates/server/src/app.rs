@@ -288,11 +288,14 @@ impl App {
         let (parts, body) = req.into_parts();
         let now = self.now();
         let mut resp = self.answer(parts, body, conn, now).await;
-        // The listener does not add `Date` (see crate::http): it comes from the clock reading the
-        // request was judged by, so a server told to run off-clock shows that clock, as a skewed
-        // host would, to clients that measure skew from `Date` (the doctor, SDKs).
-        resp.headers_mut()
-            .insert(http::header::DATE, http_date_header(now));
+        if self.config.clock_offset_secs != 0 {
+            // hyper adds `Date` from the host's clock (it reads the clock on every poll of a
+            // connection whether it adds the header or not). A server told to run off-clock shows
+            // that clock instead, as a skewed host would, so clients that measure skew from `Date`
+            // (the doctor, SDKs) see it.
+            resp.headers_mut()
+                .insert(http::header::DATE, http_date_header(now));
+        }
         resp
     }
 

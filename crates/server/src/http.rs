@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -85,17 +85,15 @@ async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The header-read timeout is kept by a watchdog per connection (`watched`) instead of
+        // hyper's, which reads the clock and arms (and disarms) a timer on every request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         // Without half-close, hyper watches for the peer's EOF while a request is being answered,
         // and to do so reserves fresh read-buffer space (a new 8 KiB buffer, since the request
         // still holds the old one) on every request. A peer that closes mid-request is still
         // noticed: the answer's write fails and the connection ends.
         .half_close(true)
-        // `Date` comes from the application, from the clock reading it judged the request by
-        // (App::handle_on): one clock read per request instead of two.
-        .auto_date_header(false)
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     // HTTP/2 has no header-read timeout: a peer that stops answering pings is dropped instead.
@@ -128,16 +126,30 @@ async fn serve(
                 app.metrics().connections_open.fetch_add(1, Ordering::Relaxed);
                 let svc_app = Arc::clone(&app);
                 let info = ConnInfo { peer };
+                let activity = Arc::new(Activity::default());
+                let svc_activity = Arc::clone(&activity);
                 let service = service_fn(move |req: hyper::Request<Incoming>| {
                     let app = Arc::clone(&svc_app);
-                    async move { Ok::<_, Infallible>(app.handle_on(req, Some(info)).await) }
+                    let answering = Answering::begin(&svc_activity);
+                    async move {
+                        let resp = app.handle_on(req, Some(info)).await;
+                        drop(answering);
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
+                let header_read_timeout = limits.header_read_timeout;
                 let Some(acceptor) = &tls else {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                        match watched(conn, &activity, header_read_timeout).await {
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            Some(Ok(())) => {}
+                            None => {
+                                tracing::debug!(%peer, "no request head within the header-read timeout; closing");
+                            }
                         }
                         app.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
@@ -160,12 +172,19 @@ async fn serve(
                                     let app = Arc::clone(&svc_app);
                                     async move { Ok::<_, Infallible>(app.handle_on(req, Some(info)).await) }
                                 });
-                                watcher.watch(h2.serve_connection(io, service)).await
+                                Some(watcher.watch(h2.serve_connection(io, service)).await)
                             } else {
-                                watcher.watch(h1.serve_connection(io, service)).await
+                                let conn = watcher.watch(h1.serve_connection(io, service));
+                                watched(conn, &activity, header_read_timeout).await
                             };
-                            if let Err(e) = ended {
-                                tracing::debug!(error = %e, "connection ended with an error");
+                            match ended {
+                                Some(Err(e)) => {
+                                    tracing::debug!(error = %e, "connection ended with an error");
+                                }
+                                Some(Ok(())) => {}
+                                None => {
+                                    tracing::debug!(%peer, "no request head within the header-read timeout; closing");
+                                }
                             }
                         }
                         Ok(Err(e)) => {
@@ -191,6 +210,57 @@ async fn serve(
     }
 }
 
+/// What the header-read watchdog of one HTTP/1 connection ([`watched`]) sees: requests begun
+/// (their head read) and answered.
+#[derive(Debug, Default)]
+struct Activity {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+/// A request being answered; counted as ended when dropped (answered, or its connection gone).
+struct Answering(Arc<Activity>);
+
+impl Answering {
+    fn begin(activity: &Arc<Activity>) -> Answering {
+        activity.begun.fetch_add(1, Ordering::Relaxed);
+        Answering(Arc::clone(activity))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs an HTTP/1 connection, closing it (`None`) once it has waited a whole `timeout` for a
+/// request head: every `timeout`, the watchdog looks whether a request began or ended since its
+/// last look, or one is being answered; if none, the connection has been waiting for a head at
+/// least that long. A head that never completes is cut after one to two `timeout`s (exactly one
+/// on a new connection), never sooner; a request being answered is never cut. hyper's own
+/// timeout does this to the millisecond, but by reading the clock and arming and disarming a timer
+/// on every request.
+async fn watched<C: Future>(conn: C, activity: &Activity, timeout: Duration) -> Option<C::Output> {
+    tokio::pin!(conn);
+    let mut seen = (0, 0);
+    loop {
+        tokio::select! {
+            out = &mut conn => return Some(out),
+            () = tokio::time::sleep(timeout) => {
+                let now = (
+                    activity.begun.load(Ordering::Relaxed),
+                    activity.ended.load(Ordering::Relaxed),
+                );
+                if now == seen && now.0 == now.1 {
+                    return None;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
 /// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the URI; SigV4
 /// signs it as `host` (RFC 9113 §8.3.1: it stands for Host), so it is given back as that header.
 fn authority_as_host<B>(req: &mut hyper::Request<B>) {
@@ -209,6 +279,64 @@ fn authority_as_host<B>(req: &mut hyper::Request<B>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    const T: Duration = Duration::from_millis(100);
+    /// What a loaded test machine may add to a timer.
+    const SLACK: Duration = Duration::from_millis(900);
+
+    #[test]
+    fn a_connection_without_a_request_head_is_closed_after_the_timeout() {
+        rt().block_on(async {
+            let activity = Activity::default();
+            let start = Instant::now();
+            let out = watched(std::future::pending::<()>(), &activity, T).await;
+            assert!(out.is_none());
+            let took = start.elapsed();
+            // Never sooner; later only by the scheduler's delays (generous for a loaded machine).
+            assert!(took >= T && took < 2 * T + SLACK, "{took:?}");
+        });
+    }
+
+    #[test]
+    fn requests_keep_a_connection_open_and_a_finished_one_gives_its_result() {
+        rt().block_on(async {
+            let activity = Arc::new(Activity::default());
+            // One request every 60 ms for 500 ms, then idle: closed 1-2 timeouts after the last.
+            let feeder = {
+                let activity = Arc::clone(&activity);
+                async move {
+                    for _ in 0..8 {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        drop(Answering::begin(&activity));
+                    }
+                }
+            };
+            let start = Instant::now();
+            let (out, ()) =
+                tokio::join!(watched(std::future::pending::<()>(), &activity, T), feeder);
+            assert!(out.is_none());
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(480) + T, "{took:?}");
+            assert!(
+                took < Duration::from_millis(480) + 2 * T + SLACK,
+                "{took:?}"
+            );
+            // A request being answered is never cut, however long it takes.
+            let busy = Answering::begin(&activity);
+            let slow = tokio::time::sleep(5 * T);
+            assert_eq!(watched(slow, &activity, T).await, Some(()));
+            drop(busy);
+            assert_eq!(watched(async { 7 }, &activity, T).await, Some(7));
+        });
+    }
 
     #[test]
     fn http2_authority_becomes_the_host_header() {
