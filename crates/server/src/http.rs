@@ -32,7 +32,9 @@ pub struct ConnInfo {
 pub struct ListenerLimits {
     /// Most open connections; further ones are closed at once.
     pub max_connections: usize,
-    /// Time allowed to send a request's headers.
+    /// Time allowed to send a request's headers: an HTTP/1 connection that has waited this long
+    /// for a complete head is closed within as much again (a new one after exactly this long; see
+    /// `watched`); also the time a TLS handshake may take, and HTTP/2's ping timeout.
     pub header_read_timeout: Duration,
     /// Largest buffered request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
