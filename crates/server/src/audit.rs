@@ -259,7 +259,7 @@ impl AuditEvent<'_> {
         f(&EventRef {
             account_id,
             time: self.time,
-            event_id: &event_id,
+            event_id: event_id.as_str(),
             event_name: self.event_name,
             event_source,
             region: self.region,

@@ -214,14 +214,54 @@ pub fn event_id_time(id: &str) -> Option<i64> {
     i64::from_str_radix(&hex, 16).ok()
 }
 
-/// A new event id for an event at `time` (a UUID version 7: time in milliseconds, then random).
-pub fn new_event_id(time: SystemTime) -> String {
+/// A new event id for an event at `time` (a UUID version 7: time in milliseconds, then random),
+/// held inline: an event id is made for every request, and is only read (packed, or shown).
+pub fn new_event_id(time: SystemTime) -> UuidText {
     let ms = to_millis(time).max(0) as u64;
     let mut b = keyward_ids::unique_bytes();
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
-    pack::uuid_string(&b)
+    UuidText::new(&b)
+}
+
+/// A UUID in its lowercase hyphenated form, held inline (36 bytes, no allocation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct UuidText([u8; 36]);
+
+impl UuidText {
+    /// The hyphenated form of 16 bytes.
+    pub fn new(b: &[u8; 16]) -> UuidText {
+        let mut t = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            t[at] = pack::HEX[usize::from(byte >> 4)];
+            t[at + 1] = pack::HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        UuidText(t)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Hex digits and hyphens only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for UuidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for UuidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// The one attribute a lookup may filter on (CloudTrail's `LookupAttributes`).

@@ -48,7 +48,7 @@ use crate::model::to_millis;
 pub use crate::error::StoreError;
 pub use crate::events::{
     event_id_time, new_event_id, AuditRecord, EventBatch, EventFilter, EventPage, EventQuery,
-    EventRef, IdentityType, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
+    EventRef, IdentityType, UuidText, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
 };
 pub use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Page, Secret, Tag, User};
 pub use crate::seal::{MasterKey, Sealer, KEY_LEN};

@@ -86,7 +86,7 @@ fn is_derived_arn(account_id: Option<&str>, user_name: Option<&str>, arn: &str) 
         .and_then(|r| r.strip_prefix(":user/"))
         == Some(name)
 }
-const HEX: &[u8; 16] = b"0123456789abcdef";
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The value of each byte as a lowercase hex digit, 0xff for any other byte.
 const HEX_VALUE: [u8; 256] = {
@@ -619,6 +619,17 @@ mod tests {
             read[0].arn.as_deref(),
             Some("arn:aws:iam::123456789012:user/XY")
         );
+    }
+
+    #[test]
+    fn inline_uuid_text_is_the_hyphenated_form() {
+        for seed in 0..200u8 {
+            let b: [u8; 16] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 17));
+            let t = crate::events::UuidText::new(&b);
+            assert_eq!(t.as_str(), uuid_string(&b));
+            assert_eq!(uuid_bytes(t.as_str()), Some(b));
+        }
     }
 
     #[test]

@@ -1203,7 +1203,7 @@ async fn audit_batches_overlap(store: &Store) {
             .map(|ms| {
                 let mut e = event(&a, 0, "GetCallerIdentity", "AKIAOVERLAP", None, true);
                 e.time = at(ms);
-                e.event_id = keyward_store::new_event_id(e.time);
+                e.event_id = keyward_store::new_event_id(e.time).to_string();
                 expected.push((ms, e.event_id.clone()));
                 e
             })
