@@ -743,9 +743,18 @@ async fn writer(
             if events.is_empty() {
                 return Ok(());
             }
+            // Nobody waits for these events (no change among them): the commit need not wait for
+            // the disk (Store::append_batch_unsynced); a change's event is synced before its
+            // answer, and takes the earlier ones to the disk with it.
+            let synced = !acks.is_empty();
             let mut delay = Duration::from_millis(50);
             loop {
-                match store.append_batch(&mut events).await {
+                let written = if synced {
+                    store.append_batch(&mut events).await
+                } else {
+                    store.append_batch_unsynced(&mut events).await
+                };
+                match written {
                     Ok(()) => return Ok(()),
                     Err(e) if delay > Duration::from_secs(2) => return Err(e),
                     Err(_) => {

@@ -152,8 +152,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn delete_account_alias(&self, account_id: &str, alias: &str) -> Result<()>;
 
     /// Inserts the packed event batches of existing accounts (others are skipped), in one
-    /// transaction.
-    async fn append_event_batches(&self, batches: Vec<PackedBatch>) -> Result<()>;
+    /// transaction; with `synced` false its commit need not wait for the disk (see
+    /// [`crate::Store::append_batch_unsynced`]).
+    async fn append_event_batches(&self, batches: Vec<PackedBatch>, synced: bool) -> Result<()>;
     /// The account's batches the query selects, `max_ms DESC, seq DESC`.
     async fn event_batches(&self, q: BatchQuery) -> Result<Vec<BatchRow>>;
     /// Deletes at most `limit` batches whose newest event is older than `before_ms`, oldest

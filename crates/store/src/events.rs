@@ -440,7 +440,21 @@ impl Store {
         if batches.is_empty() {
             return Ok(());
         }
-        self.backend().append_event_batches(batches).await
+        self.backend().append_event_batches(batches, true).await
+    }
+
+    /// [`Store::append_batch`] for events nobody waits for (read-only calls, failures): the
+    /// commit does not wait for the disk. When it returns the events are written, so they survive
+    /// the process being killed (they are in the operating system's cache, or PostgreSQL's WAL
+    /// buffers), and readable; a power loss (for PostgreSQL, a crash of the database server) can
+    /// lose the last ones until a later synced commit or a checkpoint. SQLite: that transaction
+    /// runs with `synchronous=NORMAL`; PostgreSQL: with `synchronous_commit` off.
+    pub async fn append_batch_unsynced(&self, batch: &mut EventBatch) -> Result<(), StoreError> {
+        let batches = batch.sealed();
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.backend().append_event_batches(batches, false).await
     }
 
     /// One page of the account's events that match the query, newest first (ties: the later

@@ -175,13 +175,24 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
     {
+        self.write_synced(f, true).await
+    }
+
+    /// [`SqliteBackend::write`]; with `synced` false, the commit need not reach the disk before the
+    /// answer (the group commit holding it uses `synchronous=NORMAL`, unless another write in it
+    /// needs the disk).
+    async fn write_synced<T, F>(&self, f: F, synced: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
+    {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(StoreError::closed());
         }
         let (reply, answer) = oneshot::channel();
         self.shared
             .writer
-            .send(writer::Msg::Op(writer::op(f, reply)))
+            .send(writer::Msg::Op(writer::op(f, reply, synced)))
             .map_err(|_| StoreError::closed())?;
         answer.await.map_err(|_| {
             StoreError::Unavailable("the database writer stopped before answering".into())
@@ -1051,8 +1062,8 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn append_event_batches(&self, batches: Vec<PackedBatch>) -> Result<()> {
-        self.write(move |tx| {
+    async fn append_event_batches(&self, batches: Vec<PackedBatch>, synced: bool) -> Result<()> {
+        let write = move |tx: &Transaction<'_>| {
             for b in &batches {
                 let exists = tx
                     .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
@@ -1062,8 +1073,8 @@ impl Backend for SqliteBackend {
                 }
             }
             Ok(())
-        })
-        .await
+        };
+        self.write_synced(write, synced).await
     }
 
     async fn event_batches(&self, q: BatchQuery) -> Result<Vec<BatchRow>> {

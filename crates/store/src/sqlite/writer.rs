@@ -8,7 +8,10 @@
 //! touching the others. Then one `COMMIT` (one WAL fsync with `synchronous=FULL`) makes the whole
 //! batch durable, and only then is each caller answered. So durability is that of one transaction
 //! per call, the write lock is taken once per batch instead of once per call, and with N callers
-//! waiting one fsync serves N writes.
+//! waiting one fsync serves N writes. A batch made only of writes that need not reach the disk
+//! (audit events nobody waits for, see `Store::append_batch_unsynced`) commits with
+//! `synchronous=NORMAL` instead: in WAL mode that skips the fsync, and the next synced commit or
+//! checkpoint takes its pages to the disk with it.
 //!
 //! Operations run one after the other on one connection, in the order they were queued, so a check
 //! followed by an insert (fewer than two keys?) sees every earlier operation of the batch; other
@@ -45,16 +48,20 @@ pub(super) trait WriteOp: Send {
     /// Answers the caller: `batch` is the outcome of the batch (its `COMMIT`, or the failure that
     /// stopped it). An operation that failed by itself is answered with its own error.
     fn finish(self: Box<Self>, batch: std::result::Result<(), &StoreError>);
+    /// Whether the caller may only be answered once the write is on the disk.
+    fn synced(&self) -> bool;
 }
 
 struct Op<T, F> {
     f: Option<F>,
     result: Option<FResult<T>>,
     reply: oneshot::Sender<Result<T>>,
+    synced: bool,
 }
 
-/// Wraps a write closure and the channel its caller waits on.
-pub(super) fn op<T, F>(f: F, reply: oneshot::Sender<Result<T>>) -> Box<dyn WriteOp>
+/// Wraps a write closure and the channel its caller waits on; `synced`: the caller is answered
+/// only once the write is on the disk.
+pub(super) fn op<T, F>(f: F, reply: oneshot::Sender<Result<T>>, synced: bool) -> Box<dyn WriteOp>
 where
     T: Send + 'static,
     F: FnOnce(&Transaction<'_>) -> FResult<T> + Send + 'static,
@@ -63,6 +70,7 @@ where
         f: Some(f),
         result: None,
         reply,
+        synced,
     })
 }
 
@@ -94,6 +102,10 @@ where
         };
         // The caller may have gone away (its request was cancelled): the write stands regardless.
         let _ = self.reply.send(answer);
+    }
+
+    fn synced(&self) -> bool {
+        self.synced
     }
 }
 
@@ -130,6 +142,8 @@ fn lower_priority() {
 pub(super) fn run(mut conn: Connection, queue: Receiver<Msg>) {
     lower_priority();
     let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_BATCH);
+    // The connection is opened with synchronous=FULL.
+    let mut synced = true;
     loop {
         let mut closing = None;
         match queue.recv() {
@@ -145,7 +159,14 @@ pub(super) fn run(mut conn: Connection, queue: Receiver<Msg>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch);
+            match set_synced(&conn, &mut synced, batch.iter().any(|op| op.synced())) {
+                Ok(()) => commit_batch(&mut conn, &mut batch),
+                Err(e) => {
+                    for op in batch.drain(..) {
+                        op.finish(Err(&e));
+                    }
+                }
+            }
         }
         if let Some(done) = closing {
             // Closing the connection may checkpoint the WAL; answer once it is done.
@@ -159,6 +180,28 @@ pub(super) fn run(mut conn: Connection, queue: Receiver<Msg>) {
             let _ = done.send(());
             return;
         }
+    }
+}
+
+/// Sets the connection's `synchronous` for the next commit: FULL when a write in it must reach the
+/// disk, else NORMAL. A failed switch to NORMAL leaves FULL (only slower); a failed switch back to
+/// FULL is an error, so no synced write is committed without its fsync.
+fn set_synced(
+    conn: &Connection,
+    synced: &mut bool,
+    want: bool,
+) -> std::result::Result<(), StoreError> {
+    if want == *synced {
+        return Ok(());
+    }
+    let level = if want { "FULL" } else { "NORMAL" };
+    match conn.pragma_update(None, "synchronous", level) {
+        Ok(()) => {
+            *synced = want;
+            Ok(())
+        }
+        Err(e) if want => Err(StoreError::from(Fail::from(e))),
+        Err(_) => Ok(()),
     }
 }
 
@@ -211,13 +254,44 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_unsynced_writes_alone_commits_without_fsync() {
+        // As the writer loop does: set_synced for the batch, then commit_batch. Each write reports
+        // the connection's `synchronous` inside its transaction (1 NORMAL, 2 FULL).
+        let mut conn = memory_db();
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        let mut synced = true;
+        let seen = |tx: &Transaction<'_>| -> FResult<i64> {
+            Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+        };
+        for (writes, level) in [
+            (&[false][..], 1),
+            (&[false, false], 1),
+            (&[false, true, false], 2),
+            (&[true], 2),
+            (&[false], 1),
+        ] {
+            let (mut batch, mut answers) = (Vec::new(), Vec::new());
+            for &s in writes {
+                let (tx, rx) = oneshot::channel();
+                batch.push(op(seen, tx, s));
+                answers.push(rx);
+            }
+            set_synced(&conn, &mut synced, batch.iter().any(|o| o.synced())).unwrap();
+            commit_batch(&mut conn, &mut batch);
+            for mut rx in answers {
+                assert_eq!(rx.try_recv().unwrap().unwrap(), level, "{writes:?}");
+            }
+        }
+    }
+
+    #[test]
     fn one_failing_op_does_not_fail_the_batch() {
         let mut conn = memory_db();
         let mut answers = Vec::new();
         let mut batch = Vec::new();
         for v in [1, 2, 1, 3] {
             let (tx, rx) = oneshot::channel();
-            batch.push(op(insert(v), tx));
+            batch.push(op(insert(v), tx, true));
             answers.push(rx);
         }
         commit_batch(&mut conn, &mut batch);
@@ -241,7 +315,7 @@ mod tests {
             tx.execute("INSERT INTO t (v) VALUES (10)", [])?;
             Err(Fail::Store(StoreError::LimitExceeded("no".into())))
         };
-        let mut batch = vec![op(partial, tx)];
+        let mut batch = vec![op(partial, tx, true)];
         commit_batch(&mut conn, &mut batch);
         assert!(matches!(
             rx.try_recv().unwrap(),
@@ -261,10 +335,11 @@ mod tests {
         send.send(Msg::Op(op(
             |_: &Transaction<'_>| -> FResult<()> { panic!("boom") },
             tx,
+            true,
         )))
         .unwrap();
         let (tx, mut good) = oneshot::channel();
-        send.send(Msg::Op(op(insert(7), tx))).unwrap();
+        send.send(Msg::Op(op(insert(7), tx, false))).unwrap();
         let (done, closed) = oneshot::channel();
         send.send(Msg::Close(done)).unwrap();
         closed.blocking_recv().unwrap();
@@ -290,7 +365,7 @@ mod tests {
         let mut batch = Vec::new();
         for v in [1, 2] {
             let (tx, rx) = oneshot::channel();
-            batch.push(op(insert(v), tx));
+            batch.push(op(insert(v), tx, true));
             answers.push(rx);
         }
         commit_batch(&mut conn, &mut batch);

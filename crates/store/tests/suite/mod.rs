@@ -28,6 +28,7 @@ pub(crate) async fn test_suite(store: &Store) {
     audit_events(store).await;
     audit_batches_overlap(store).await;
     audit_batch_buffers_are_reused(store).await;
+    unsynced_batches_are_stored_and_read_back(store).await;
     key_lookup_with_owner(store).await;
     bulk_users_with_keys(store).await;
 }
@@ -1007,6 +1008,40 @@ async fn audit_batch_buffers_are_reused(store: &Store) {
     store.append_batch(&mut second).await.unwrap();
     let again = store.lookup_events(&query(&a, None, 50)).await.unwrap();
     assert_eq!(again.events.len(), 44);
+}
+
+/// Batches stored without waiting for the disk are read back like any other, in order with the
+/// synced ones around them, on both engines (SQLite: synchronous=NORMAL for that commit;
+/// PostgreSQL: synchronous_commit off for that transaction).
+async fn unsynced_batches_are_stored_and_read_back(store: &Store) {
+    let a = new_account(store).await;
+    let base = 1_811_000_000;
+    for (round, name) in ["GetCallerIdentity", "CreateUser", "ListUsers"]
+        .iter()
+        .enumerate()
+    {
+        let mut b = EventBatch::new();
+        for i in 0..5u64 {
+            let t = base + round as u64 * 10 + i;
+            b.push(&event(&a, t, name, "AKIAUNSYNCED", Some("ann"), round != 1).as_event());
+        }
+        if round == 1 {
+            store.append_batch(&mut b).await.unwrap();
+        } else {
+            store.append_batch_unsynced(&mut b).await.unwrap();
+        }
+    }
+    let all = store.lookup_events(&query(&a, None, 50)).await.unwrap();
+    let names: Vec<_> = all.events.iter().map(|e| e.event_name.as_str()).collect();
+    let mut want = vec!["ListUsers"; 5];
+    want.extend(["CreateUser"; 5]);
+    want.extend(["GetCallerIdentity"; 5]);
+    assert_eq!(names, want);
+    // An empty batch is no write.
+    store
+        .append_batch_unsynced(&mut EventBatch::new())
+        .await
+        .unwrap();
 }
 
 fn query(account: &str, filter: Option<EventFilter>, max: usize) -> EventQuery {
