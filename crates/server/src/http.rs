@@ -240,9 +240,10 @@ impl Drop for Answering {
 /// request head: every `timeout`, the watchdog looks whether a request began or ended since its
 /// last look, or one is being answered; if none, the connection has been waiting for a head at
 /// least that long. A head that never completes is cut after one to two `timeout`s (exactly one
-/// on a new connection), never sooner; a request being answered is never cut. hyper's own
-/// timeout does this to the millisecond, but by reading the clock and arming and disarming a timer
-/// on every request.
+/// on a new connection), never sooner; a request being answered is never cut. (An answer already
+/// given but still being written to a client that stopped reading counts as waiting: such a
+/// client is cut alike.) hyper's own timeout does this to the millisecond, but by reading the
+/// clock and arming and disarming a timer on every request.
 async fn watched<C: Future>(conn: C, activity: &Activity, timeout: Duration) -> Option<C::Output> {
     tokio::pin!(conn);
     let mut seen = (0, 0);
