@@ -39,6 +39,10 @@ const MAX_BATCH: usize = 4096;
 /// failures) before writing it: one transaction and one fsync per ~50 ms instead of per handful of
 /// events. An event a request waits for (a change) or a shutdown ends the wait at once.
 const LINGER: Duration = Duration::from_millis(50);
+/// The longest time events stay stored without an fsync: a batch nobody waits for is committed
+/// without one (`Store::append_batch_unsynced`) unless the last synced one is this old, so a power
+/// loss can lose at most about this much of the read-only events already stored.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Most events deleted per pruning transaction.
 const PRUNE_BATCH: usize = 10_000;
 /// Time between pruning rounds.
@@ -653,6 +657,8 @@ async fn writer(
 ) {
     let sink = sink.map(|s| Arc::new(Mutex::new(s)));
     let mut batch = Vec::new();
+    // When a batch of the store was last synced (see SYNC_EVERY).
+    let mut last_synced = tokio::time::Instant::now();
     let urgent = |m: &Msg| matches!(m, Msg::Event(_, Some(_)) | Msg::Close(_));
     loop {
         // Something to write: a message, or events packed into an empty pending batch.
@@ -738,15 +744,19 @@ async fn writer(
             .await
             .map_err(std::io::Error::other)?
         };
+        // Ok(whether the batch was synced).
         let store_write = async {
-            let Some(store) = &store else { return Ok(()) };
+            let Some(store) = &store else {
+                return Ok(false);
+            };
             if events.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             // Nobody waits for these events (no change among them): the commit need not wait for
-            // the disk (Store::append_batch_unsynced); a change's event is synced before its
-            // answer, and takes the earlier ones to the disk with it.
-            let synced = !acks.is_empty();
+            // the disk (Store::append_batch_unsynced), except once per SYNC_EVERY; a change's
+            // event is synced before its answer. A synced commit takes the earlier ones to the
+            // disk with it.
+            let synced = !acks.is_empty() || last_synced.elapsed() >= SYNC_EVERY;
             let mut delay = Duration::from_millis(50);
             loop {
                 let written = if synced {
@@ -755,7 +765,7 @@ async fn writer(
                     store.append_batch_unsynced(&mut events).await
                 };
                 match written {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return Ok(synced),
                     Err(e) if delay > Duration::from_secs(2) => return Err(e),
                     Err(_) => {
                         tokio::time::sleep(delay).await;
@@ -765,6 +775,10 @@ async fn writer(
             }
         };
         let (f, s) = tokio::join!(file_write, store_write);
+        if matches!(s, Ok(true)) {
+            last_synced = tokio::time::Instant::now();
+        }
+        let s = s.map(drop);
         shared.lock().spare = events.into_buffers();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = f {
