@@ -293,8 +293,9 @@ impl App {
             // connection whether it adds the header or not). A server told to run off-clock shows
             // that clock instead, as a skewed host would, so clients that measure skew from `Date`
             // (the doctor, SDKs) see it.
-            resp.headers_mut()
-                .insert(http::header::DATE, http_date_header(now));
+            if let Ok(v) = HeaderValue::from_str(&keyward_protocol::time::http_date(now)) {
+                resp.headers_mut().insert(http::header::DATE, v);
+            }
         }
         resp
     }
@@ -722,7 +723,7 @@ impl App {
 /// Why a request body could not be read.
 #[derive(Debug, PartialEq, Eq)]
 enum BodyError {
-    /// Longer than the limit (declared or sent).
+    /// More than the limit was sent.
     TooLarge,
     /// The body failed or ended before its declared length.
     Incomplete,
@@ -764,29 +765,6 @@ where
     Ok(match joined {
         Some(v) => Bytes::from(v),
         None => first.unwrap_or_default(),
-    })
-}
-
-/// The `Date` header for `now`, made once per second per thread (a clone shares its bytes).
-fn http_date_header(now: SystemTime) -> HeaderValue {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
-    }
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((at, v)) = &*last {
-            if *at == secs {
-                return v.clone();
-            }
-        }
-        let text = keyward_protocol::time::http_date(now);
-        let v = HeaderValue::from_maybe_shared(Bytes::from(text))
-            .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
-        *last = Some((secs, v.clone()));
-        v
     })
 }
 

@@ -355,15 +355,19 @@ pub(crate) fn canonical_request(p: &CanonicalParts<'_>) -> Result<Vec<u8>, Strin
     Ok(out)
 }
 
+/// `x-amz-date`, as a ready header name: looking one up by `&str` parses the name every time.
+pub(crate) static X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
+/// `x-amz-security-token`.
+pub(crate) static X_AMZ_SECURITY_TOKEN: http::HeaderName =
+    http::HeaderName::from_static("x-amz-security-token");
+/// `x-amz-content-sha256`.
+pub(crate) static X_AMZ_CONTENT_SHA256: http::HeaderName =
+    http::HeaderName::from_static("x-amz-content-sha256");
+
 /// The headers clients sign most, as ready names: looking one up by `&str` parses and
 /// classifies the name first, which cost as much as the lookup itself.
 fn known_header(name: &str) -> Option<&'static http::HeaderName> {
     use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RANGE, USER_AGENT};
-    static X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
-    static X_AMZ_CONTENT_SHA256: http::HeaderName =
-        http::HeaderName::from_static("x-amz-content-sha256");
-    static X_AMZ_SECURITY_TOKEN: http::HeaderName =
-        http::HeaderName::from_static("x-amz-security-token");
     static X_AMZ_TARGET: http::HeaderName = http::HeaderName::from_static("x-amz-target");
     static X_AMZ_USER_AGENT: http::HeaderName = http::HeaderName::from_static("x-amz-user-agent");
     static AMZ_SDK_INVOCATION_ID: http::HeaderName =

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::{
     percent_decode, split_ascii, split_once_ascii, split_query, ALGORITHM, ALGORITHM_V4A,
+    X_AMZ_CONTENT_SHA256, X_AMZ_DATE, X_AMZ_SECURITY_TOKEN,
 };
 use crate::key::Signature;
 use crate::time::{parse_amz_date, parse_http_date};
@@ -525,13 +526,6 @@ pub fn parse(req: &Request<'_>) -> Result<Option<SignedRequest>, ParseError> {
     }
     Ok(None)
 }
-
-/// `x-amz-date`, as a ready header name: looking one up by `&str` parses the name every time.
-const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-/// `x-amz-security-token`.
-const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
-/// `x-amz-content-sha256`.
-const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
 
 fn header_str<'h>(req: &'h Request<'_>, name: &HeaderName) -> Result<Option<&'h str>, ParseError> {
     req.headers

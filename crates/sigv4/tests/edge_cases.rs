@@ -45,6 +45,12 @@ fn v4(req: &Request<'_>) -> keyward_sigv4::V4Auth {
     }
 }
 
+/// Verifies `req` as parsed into `a`, keeping the proof (which borrows from `a`).
+fn verified<'a>(a: &'a keyward_sigv4::V4Auth, req: &Request<'_>) -> keyward_sigv4::Verified<'a> {
+    a.verify(req, b"", &secret(), common::fixed_time(), None)
+        .unwrap()
+}
+
 /// Verifies `req`; what the proof tells is checked where it matters, here only the outcome.
 fn verify(req: &Request<'_>, body: &[u8]) -> Result<(), VerifyError> {
     v4(req)
@@ -453,9 +459,7 @@ fn session_token_and_verified_value() {
         headers: &h,
     };
     let a = v4(&req);
-    let v = a
-        .verify(&req, b"", &secret(), common::fixed_time(), None)
-        .unwrap();
+    let v = verified(&a, &req);
     assert_eq!(v.session_token(), Some(common::TOKEN));
     assert_eq!(v.scope().unwrap().region(), "us-east-1");
     assert!(v.chunk_decoder().is_none());
@@ -484,9 +488,7 @@ fn signed_streaming_round_trip() {
         headers: &h,
     };
     let a = v4(&req);
-    let v = a
-        .verify(&req, b"", &secret(), common::fixed_time(), None)
-        .unwrap();
+    let v = verified(&a, &req);
     let mut d = v.chunk_decoder().unwrap();
     d.feed(&body).unwrap();
     assert_eq!(d.take_data(), b"0123456789");

@@ -436,11 +436,7 @@ impl Store {
     /// Stores the events of a batch packed beforehand, like [`Store::append_events`]. The batch
     /// keeps its events (a failed write can be tried again); its blobs are sealed, not copied.
     pub async fn append_batch(&self, batch: &mut EventBatch) -> Result<(), StoreError> {
-        let batches = batch.sealed();
-        if batches.is_empty() {
-            return Ok(());
-        }
-        self.backend().append_event_batches(batches, true).await
+        self.append_sealed(batch, true).await
     }
 
     /// [`Store::append_batch`] for events nobody waits for (read-only calls, failures): the
@@ -450,11 +446,15 @@ impl Store {
     /// lose the last ones until a later synced commit or a checkpoint. SQLite: that transaction
     /// runs with `synchronous=NORMAL`; PostgreSQL: with `synchronous_commit` off.
     pub async fn append_batch_unsynced(&self, batch: &mut EventBatch) -> Result<(), StoreError> {
+        self.append_sealed(batch, false).await
+    }
+
+    async fn append_sealed(&self, batch: &mut EventBatch, synced: bool) -> Result<(), StoreError> {
         let batches = batch.sealed();
         if batches.is_empty() {
             return Ok(());
         }
-        self.backend().append_event_batches(batches, false).await
+        self.backend().append_event_batches(batches, synced).await
     }
 
     /// One page of the account's events that match the query, newest first (ties: the later

@@ -29,7 +29,7 @@
 
 use std::time::SystemTime;
 
-use super::{AuditRecord, EventRef, IdentityType};
+use super::{AuditRecord, EventRef, IdentityType, UuidText};
 use crate::model::{from_millis, to_millis};
 use crate::StoreError;
 
@@ -120,19 +120,6 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
         *o = hi << 4 | (lo & 0x0f);
     }
     (bad & 0xf0 == 0).then_some(out)
-}
-
-/// The lowercase hyphenated form of 16 bytes.
-pub(crate) fn uuid_string(b: &[u8]) -> String {
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(char::from(HEX[usize::from(byte >> 4)]));
-        s.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    s
 }
 
 /// The last [`RECENT`] distinct new values of each remembering field while packing, newest first,
@@ -361,7 +348,9 @@ impl<'b> Reader<'b> {
                 .checked_add(16)
                 .filter(|&e| e <= self.b.len())
                 .ok_or_else(|| corrupt("cut short"))?;
-            let s = uuid_string(&self.b[self.at..end]);
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&self.b[self.at..end]);
+            let s = UuidText::new(&b).to_string();
             self.at = end;
             return Ok(s);
         }
@@ -626,8 +615,17 @@ mod tests {
         for seed in 0..200u8 {
             let b: [u8; 16] =
                 std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 17));
-            let t = crate::events::UuidText::new(&b);
-            assert_eq!(t.as_str(), uuid_string(&b));
+            let t = UuidText::new(&b);
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            let want = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            );
+            assert_eq!(t.as_str(), want);
             assert_eq!(uuid_bytes(t.as_str()), Some(b));
         }
     }
@@ -692,8 +690,8 @@ mod tests {
         for i in 0..200u32 {
             let b: [u8; 16] =
                 std::array::from_fn(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8 * 17));
-            let s = uuid_string(&b);
-            assert_eq!(uuid_bytes(&s), Some(b), "{s}");
+            let s = UuidText::new(&b);
+            assert_eq!(uuid_bytes(s.as_str()), Some(b), "{s}");
         }
         let good = "0192f0a1-7c3e-7abc-9def-0123456789ab";
         assert!(uuid_bytes(good).is_some());
