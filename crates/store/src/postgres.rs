@@ -80,6 +80,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("migrations/postgres/0005_change_stamp_rows.sql"),
     ),
+    (
+        6,
+        include_str!("migrations/postgres/0006_insert_access_key.sql"),
+    ),
 ];
 
 /// The row of the change stamp a write moves: one of the 16 rows (schema 5) by connection, so
@@ -535,7 +539,7 @@ async fn move_legacy_events(tx: &Transaction<'_>) -> FResult<()> {
 }
 
 /// Inserts a packed batch; with `if_account`, only when its account exists.
-async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -> FResult<u64> {
+async fn insert_batch<C: GenericClient>(c: &C, b: &PackedBatch, if_account: bool) -> FResult<u64> {
     let events = i32::try_from(b.events).unwrap_or(i32::MAX);
     let data: &[u8] = &b.data;
     let sql = if if_account {
@@ -547,7 +551,7 @@ async fn insert_batch(tx: &Transaction<'_>, b: &PackedBatch, if_account: bool) -
          VALUES ($1, $2, $3, $4, $5)"
     };
     exec(
-        tx,
+        c,
         sql,
         &[&b.account_id, &b.min_ms, &b.max_ms, &events, &data],
     )
@@ -754,7 +758,12 @@ fn owned(s: &str) -> String {
 }
 
 fn count(r: &Row) -> FResult<usize> {
-    let n: i64 = r.try_get(0)?;
+    count_at(r, 0)
+}
+
+/// A count in column `i`.
+fn count_at(r: &Row, i: usize) -> FResult<usize> {
+    let n: i64 = r.try_get(i)?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
@@ -1078,39 +1087,22 @@ impl Backend for PgBackend {
     }
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
-        self.write(move |tx| {
+        // One statement, committed on its own (one round trip): schema 6's function locks the
+        // owner's row, then counts (a fresh snapshot, after the lock, so it sees every key the
+        // previous lock holder committed), then inserts unless at the quota or the id is taken,
+        // and only if inserted moves the change stamp and announces.
+        self.with_client(move |c| {
             Box::pin(async move {
-                // The owner's row stays locked until commit: concurrent creators for the same
-                // owner, on any node, count one after the other.
-                let owner = owner(tx, &key.account_id, key.user_name.as_deref(), true).await?;
-                let owner_id = owner.as_ref().map(|o| o.0.clone());
-                // One statement (its snapshot is taken after the lock above, so it counts every
-                // key committed by the previous holder): count, insert unless at the quota or the
-                // id is taken, move the change stamp and announce, only if inserted.
-                let sql = format!(
-                    "WITH c AS (SELECT COUNT(*) AS n FROM access_keys
-                                WHERE account_id = $1 AND {}),
-                     ins AS (INSERT INTO access_keys
-                               (key_id, account_id, user_id, status, sealed_secret, created_ms)
-                             SELECT $3, $1, $2, 'Active', $4, $5 FROM c WHERE c.n < $6
-                             ON CONFLICT (key_id) DO NOTHING
-                             RETURNING key_id),
-                     b AS (UPDATE change_stamp SET value = value + 1
-                           WHERE id = {} AND EXISTS (SELECT 1 FROM ins) RETURNING 1),
-                     nt AS (SELECT pg_notify($8, $7) FROM ins)
-                     SELECT (SELECT n FROM c), (SELECT COUNT(*) FROM ins),
-                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)",
-                    owner_filter(&owner, 2),
-                    stamp_row!()
-                );
                 let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
+                let name_lc = key.user_name.as_deref().map(fold);
                 let payload = Change::AccessKey(key.key_id.clone()).payload();
                 let row = opt_row(
-                    tx,
-                    &sql,
+                    &*c,
+                    "SELECT o_found, o_user_id, o_name, o_count, o_inserted
+                     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
                         &key.account_id,
-                        &owner_id,
+                        &name_lc,
                         &key.key_id,
                         &key.sealed_secret,
                         &key.created_ms,
@@ -1120,12 +1112,20 @@ impl Backend for PgBackend {
                     ],
                 )
                 .await?
-                .ok_or_else(|| StoreError::Unavailable("no row from an INSERT count".into()))?;
-                if count(&row)? >= max_keys {
+                .ok_or_else(|| StoreError::Unavailable("no row from an INSERT".into()))?;
+                let found: bool = row.try_get(0)?;
+                if !found {
+                    return Err(match &key.user_name {
+                        Some(name) => StoreError::no_such_user(name),
+                        None => StoreError::no_such_account(&key.account_id),
+                    }
+                    .into());
+                }
+                if count_at(&row, 3)? >= max_keys {
                     return Err(StoreError::too_many_keys(max_keys).into());
                 }
-                let inserted: i64 = row.try_get(1)?;
-                if inserted == 0 {
+                let inserted: bool = row.try_get(4)?;
+                if !inserted {
                     return Err(StoreError::EntityAlreadyExists(format!(
                         "Access key with id {} already exists.",
                         key.key_id
@@ -1136,7 +1136,7 @@ impl Backend for PgBackend {
                     key_id: key.key_id.clone(),
                     account_id: key.account_id.clone(),
                     // The user's name as stored (the caller may have used another case).
-                    user_name: owner.map(|o| o.1),
+                    user_name: row.try_get(2)?,
                     status: KeyStatus::Active,
                     created: from_millis(key.created_ms),
                 })
@@ -1452,6 +1452,18 @@ impl Backend for PgBackend {
     }
 
     async fn append_event_batches(&self, batches: Vec<PackedBatch>, synced: bool) -> Result<()> {
+        if synced && batches.len() == 1 {
+            // The usual synced batch (one account's): one statement, committed on its own, one
+            // round trip instead of three.
+            return self
+                .with_client(move |c| {
+                    Box::pin(async move {
+                        insert_batch(&*c, &batches[0], true).await?;
+                        Ok(())
+                    })
+                })
+                .await;
+        }
         self.write(move |tx| {
             Box::pin(async move {
                 if !synced {
