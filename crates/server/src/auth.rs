@@ -425,15 +425,26 @@ pub fn cached_entry(
     Some(CachedKey::new(key, secret, identity))
 }
 
-/// Re-reads, in one store round trip, the keys whose cache entries are close to expiring and were
-/// used meanwhile ([`crate::keycache::KeyCache::take_refresh`]), so a key in steady use never
-/// waits for the store; a key found changed (inactive, deleted, its user gone) is evicted.
-/// Returns how many keys were read (0: none was due).
+/// Refreshes the cache entries of keys in use that are close to expiring
+/// ([`crate::keycache::KeyCache::take_refresh`]), so a key in steady use never waits for the
+/// store. When the store's change stamp shows nothing committed since an entry was read, the entry
+/// is renewed in place ([`crate::keycache::KeyCache::renew`]); the others are re-read in one store
+/// round trip, and a key found changed (inactive, deleted, its user gone) is evicted. Returns how
+/// many keys were due (0: none).
 pub async fn refresh_keys(app: &App) -> Result<usize, keyward_store::StoreError> {
-    let ids = app.key_cache().take_refresh();
-    if ids.is_empty() {
+    let due = app.key_cache().take_refresh();
+    if due.is_empty() {
         return Ok(0);
     }
+    let n = due.len();
+    let before_stamp = app.key_cache().ticket();
+    let stamp = app.store().change_stamp().await?;
+    let current_since = app.key_cache().stamp_seen(stamp);
+    let ids = app.key_cache().renew(due, current_since, before_stamp);
+    if ids.is_empty() {
+        return Ok(n);
+    }
+    // Taken after the stamp was read: what is read now counts as read after it.
     let ticket = app.key_cache().ticket();
     let found = app.store().get_access_keys_with_owner(&ids).await?;
     let mut fresh = std::collections::HashSet::with_capacity(found.len());
@@ -450,7 +461,7 @@ pub async fn refresh_keys(app: &App) -> Result<usize, keyward_store::StoreError>
     for id in ids.iter().filter(|id| !fresh.contains(*id)) {
         app.key_cache().evict(id);
     }
-    Ok(ids.len())
+    Ok(n)
 }
 
 /// The identity of the IAM user behind session credentials, from the cache or the store;
@@ -531,6 +542,15 @@ mod tests {
         assert!(
             app.key_cache().get(&key.key_id).is_some(),
             "the new entry lives on"
+        );
+        // Nothing was committed since it was read: renewed in place, not read again.
+        assert_eq!(refresh_keys(&app).await.unwrap(), 1);
+        let renewed = app.key_cache().get(&key.key_id).expect("still cached");
+        assert!(Arc::ptr_eq(&refreshed, &renewed), "the same entry");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            app.key_cache().get(&key.key_id).is_some(),
+            "the renewed entry lives on"
         );
         // Deactivated by someone else (the store directly: no eviction here), then refreshed.
         store

@@ -8,12 +8,18 @@
 //! user rename or deletion) evict them at once, and changes made elsewhere (another process on the same
 //! store) are seen when the entry expires. The table is bounded: when full it is cleared, which costs
 //! only store lookups.
+//!
+//! Keys in steady use are re-read before their entry expires ([`KeyCache::take_refresh`]), unless
+//! the store's change stamp shows that nothing was committed since the entry was read: then the
+//! entry is renewed in place ([`KeyCache::renew`]), keeping its derived signing key, at most
+//! [`MAX_RENEWALS`] times in a row, so that even a change the stamp does not count (an edit of the
+//! database by hand) is seen within about a minute.
 
 use crate::caller::{Caller, Identity};
 use keyward_ids::{InlineKeyId, KeyIdMap};
 use keyward_store::{AccessKey, KeyStatus, Secret};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,9 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
-    /// When the key was read: nanoseconds since [`epoch`] (8 bytes where an `Instant` takes 16,
-    /// which keeps what a request reads within the entry's first two cache lines).
-    fetched: u64,
+    /// What the entry is known to be current as of: nanoseconds since [`epoch`] (8 bytes where an
+    /// `Instant` takes 16, which keeps what a request reads within the entry's first two cache
+    /// lines). Set when the store read began ([`Ticket`]), moved on by [`KeyCache::renew`].
+    fetched: AtomicU64,
     /// The last use passed on to the store's pending last uses: its whole second (low 32 bits)
     /// and scope index plus one (high 32 bits), 0 for none; see [`KeyCache::use_due`].
     noted: AtomicU64,
@@ -40,6 +47,8 @@ pub struct CachedKey {
     pub status: KeyStatus,
     /// Queued for [`KeyCache::take_refresh`] already.
     refresh_queued: AtomicBool,
+    /// Renewals in place since the key was last read from the store (see [`MAX_RENEWALS`]).
+    renewals: AtomicU8,
     /// The secret, for signature verification, with the signing key last derived from it (the
     /// slot first, the secret itself last: it is read only to derive a key).
     pub secret: keyward_sigv4::SlottedSecret,
@@ -59,7 +68,7 @@ fn now_nanos() -> u64 {
 impl CachedKey {
     /// How long ago the entry was read from the store.
     fn age(&self) -> Duration {
-        Duration::from_nanos(now_nanos().saturating_sub(self.fetched))
+        Duration::from_nanos(now_nanos().saturating_sub(self.fetched.load(Ordering::Relaxed)))
     }
 }
 
@@ -72,10 +81,11 @@ impl CachedKey {
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
         let owner = Arc::new(Caller::new(&key.account_id, &identity, &key.key_id, None));
         Self {
-            fetched: now_nanos(),
+            fetched: AtomicU64::new(now_nanos()),
             noted: AtomicU64::new(0),
             status: key.status,
             refresh_queued: AtomicBool::new(false),
+            renewals: AtomicU8::new(0),
             owner,
             secret: keyward_sigv4::SlottedSecret::new(keyward_sigv4::SecretKey::new(
                 secret.expose().to_owned(),
@@ -84,9 +94,19 @@ impl CachedKey {
     }
 }
 
+/// Most renewals in place in a row ([`KeyCache::renew`]) before a key in use is read from the
+/// store again: with entries renewed when ~3/4 through their life, about a minute with the
+/// default 10 s lifetime.
+pub const MAX_RENEWALS: u8 = 6;
+
 /// Proof of when a store read began, for [`KeyCache::insert`]; see [`KeyCache::ticket`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    /// The eviction generation then.
+    generation: u64,
+    /// When (nanoseconds since [`epoch`]).
+    began: u64,
+}
 
 /// A session user's identity and when it was read.
 #[derive(Debug)]
@@ -111,6 +131,9 @@ pub struct KeyCache {
     /// The (service, region) pairs of noted uses, at most [`NOTED_SCOPES`]; an entry's noted use
     /// refers to one by its index.
     scopes: RwLock<Vec<(Box<str>, Box<str>)>>,
+    /// The store's change stamp as last read by [`KeyCache::stamp_seen`], and when a read of it
+    /// first returned that value (nanoseconds since [`epoch`]).
+    stamp: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 impl KeyCache {
@@ -124,6 +147,7 @@ impl KeyCache {
             capacity,
             refresh: std::sync::Mutex::new(Vec::new()),
             scopes: RwLock::new(Vec::new()),
+            stamp: std::sync::Mutex::new(None),
         }
     }
 
@@ -210,15 +234,59 @@ impl KeyCache {
     /// than an eviction is skipped, so a lookup that raced a deactivation (or a notification of one
     /// from another node) cannot put the state it read before the change back into the cache.
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.generation.load(Ordering::SeqCst))
+        Ticket {
+            generation: self.generation.load(Ordering::SeqCst),
+            began: now_nanos(),
+        }
+    }
+
+    /// Notes the store's change stamp just read (call once its read has returned); returns when a
+    /// read of it first returned that value (now, if it moved). Nothing was committed since then:
+    /// an entry whose store read began after it is still current.
+    pub fn stamp_seen(&self, stamp: u64) -> u64 {
+        let mut seen = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        match *seen {
+            Some((s, since)) if s == stamp => since,
+            _ => {
+                let now = now_nanos();
+                *seen = Some((stamp, now));
+                now
+            }
+        }
+    }
+
+    /// Renews in place the entries of `ids` whose store read began at or after `current_since`
+    /// (see [`KeyCache::stamp_seen`]) and that were renewed fewer than [`MAX_RENEWALS`] times in
+    /// a row: they are current as of `ticket`, taken before the stamp was read, and live on from
+    /// then. Returns the ids left to read from the store.
+    pub fn renew(&self, ids: Vec<String>, current_since: u64, ticket: Ticket) -> Vec<String> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        ids.into_iter()
+            .filter(|id| {
+                let Some(e) = InlineKeyId::new(id).and_then(|k| map.get(&k)) else {
+                    return true;
+                };
+                if e.fetched.load(Ordering::Relaxed) < current_since
+                    || e.renewals.load(Ordering::Relaxed) >= MAX_RENEWALS
+                {
+                    return true;
+                }
+                e.renewals.fetch_add(1, Ordering::Relaxed);
+                e.fetched.fetch_max(ticket.began, Ordering::Relaxed);
+                e.refresh_queued.store(false, Ordering::Relaxed);
+                false
+            })
+            .collect()
     }
 
     /// Stores an entry read from the store after `ticket` was taken (skipped if an eviction came in
     /// between); returns it either way.
     pub fn insert(&self, ticket: Ticket, entry: CachedKey) -> Arc<CachedKey> {
+        // Current as of when the read began, not when it ended.
+        entry.fetched.store(ticket.began, Ordering::Relaxed);
         let entry = Arc::new(entry);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+        if self.generation.load(Ordering::SeqCst) != ticket.generation {
             return entry;
         }
         if map.len() >= self.capacity {
@@ -246,7 +314,7 @@ impl KeyCache {
     /// was taken (skipped if an eviction came in between).
     pub fn insert_user(&self, ticket: Ticket, account_id: &str, name: &str, identity: Identity) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+        if self.generation.load(Ordering::SeqCst) != ticket.generation {
             return;
         }
         if users.len() >= self.capacity {
@@ -412,6 +480,61 @@ mod tests {
         assert!(cache.get("AKIAAAAAAAAAAAAAAAAA").is_some());
         assert!(cache.get("AKIABBBBBBBBBBBBBBBB").is_none());
         assert!(cache.take_refresh().is_empty());
+    }
+
+    #[test]
+    fn entries_read_after_the_stamp_was_first_seen_are_renewed_in_place_a_few_times() {
+        let cache = KeyCache::new(Duration::from_millis(800), 10);
+        let a = "AKIAAAAAAAAAAAAAAAAA";
+        let b = "AKIABBBBBBBBBBBBBBBB";
+        cache.insert(cache.ticket(), key(a));
+        // The stamp as first read: entries read before that read ended do not count as current.
+        let since = cache.stamp_seen(7);
+        assert_eq!(
+            cache.stamp_seen(7),
+            since,
+            "unchanged: still seen since then"
+        );
+        cache.insert(cache.ticket(), key(b));
+        let first_b = cache.get(b).unwrap();
+        std::thread::sleep(Duration::from_millis(640));
+        let ids = vec![
+            a.to_owned(),
+            b.to_owned(),
+            "AKIACCCCCCCCCCCCCCCC".to_owned(),
+        ];
+        // `a` (read before) and the unknown key are left to read; `b` is renewed: the same entry,
+        // with a new life that starts at the ticket.
+        let left = cache.renew(ids.clone(), since, cache.ticket());
+        assert_eq!(left, vec![a.to_owned(), "AKIACCCCCCCCCCCCCCCC".to_owned()]);
+        std::thread::sleep(Duration::from_millis(400));
+        let renewed = cache.get(b).expect("lives past its first life");
+        assert!(Arc::ptr_eq(&first_b, &renewed));
+        assert!(cache.get(a).is_none(), "expired");
+        // Queued again late in its new life, like any entry.
+        std::thread::sleep(Duration::from_millis(240));
+        assert!(cache.get(b).is_some());
+        assert_eq!(cache.take_refresh(), vec![b.to_owned()]);
+        // At most MAX_RENEWALS in a row, then it must be read again.
+        for _ in 1..MAX_RENEWALS {
+            assert!(cache
+                .renew(vec![b.to_owned()], since, cache.ticket())
+                .is_empty());
+        }
+        assert_eq!(
+            cache.renew(vec![b.to_owned()], since, cache.ticket()),
+            vec![b.to_owned()]
+        );
+        // A moved stamp: nothing read before now is current.
+        let moved = cache.stamp_seen(8);
+        assert!(moved > since);
+        cache.insert(cache.ticket(), key(b));
+        let _ = cache.stamp_seen(9);
+        assert_eq!(
+            cache.renew(vec![b.to_owned()], cache.stamp_seen(9), cache.ticket()),
+            vec![b.to_owned()],
+            "read before the stamp moved to 9"
+        );
     }
 
     #[test]
