@@ -798,10 +798,28 @@ mod tests {
         odd[1].event_id = crate::events::new_event_id(odd[1].time).to_string();
         odd[2].time = UNIX_EPOCH + Duration::from_millis(i64::MAX as u64);
         assert_eq!(unpack(&pack(&odd), "123456789012").unwrap(), odd);
-        // The short form means nothing in format 3: a damaged blob.
-        let mut one = pack(&events[..1]);
-        one[0] = VERSION_3;
-        assert!(unpack(&one, "123456789012").is_err());
+        // The short form, by hand: an event of no identity and no optional field, whose event id
+        // is tag 3 and 10 bytes, its request id a full UUID, its three strings empty. Read in
+        // format 4, the event id's first 6 bytes are the event's millisecond; the same event in
+        // format 3 (its time in 8 bytes) is a damaged blob: tag 3 is a reference there.
+        let ms: i64 = 0x0192_f0a1_7c3e;
+        let tail = |b: &mut Vec<u8>| {
+            b.extend_from_slice(&[0, 0, UUID7_TAG as u8]);
+            b.extend_from_slice(&[0x7a, 0xbc, 0x9d, 0xef, 1, 2, 3, 4, 5, 6]);
+            b.push(UUID_TAG as u8);
+            b.extend_from_slice(&[0x11; 16]);
+            b.extend_from_slice(&[0, 0, 0]);
+        };
+        let mut v4 = vec![VERSION];
+        varint(&mut v4, zigzag(ms));
+        tail(&mut v4);
+        let read = unpack(&v4, "123456789012").unwrap();
+        assert_eq!(read[0].event_id, "0192f0a1-7c3e-7abc-9def-010203040506");
+        assert_eq!(read[0].time, UNIX_EPOCH + Duration::from_millis(ms as u64));
+        let mut v3 = vec![VERSION_3];
+        v3.extend_from_slice(&ms.to_le_bytes());
+        tail(&mut v3);
+        assert!(unpack(&v3, "123456789012").is_err());
     }
 
     #[test]
