@@ -59,6 +59,33 @@ def test_list_users_paginates_and_filters(server):
     assert [u["UserName"] for u in out["Users"]] == ["u0", "u2", "u4", "u6"]
 
 
+def test_key_and_tag_listings_paginate(server):
+    # ListAccessKeys and ListUserTags honour MaxItems and Marker as ListUsers does: a client that
+    # asks for one item per page gets one, with IsTruncated and a Marker for the rest.
+    iam = server.client("iam")
+    iam.create_user(UserName="pager", Tags=[{"Key": k, "Value": "v"} for k in ("b", "A", "c", "D", "e")])
+    made = [iam.create_access_key(UserName="pager")["AccessKey"]["AccessKeyId"] for _ in range(2)]
+    first = iam.list_access_keys(UserName="pager", MaxItems=1)
+    assert [k["AccessKeyId"] for k in first["AccessKeyMetadata"]] == made[:1]
+    assert first["IsTruncated"] is True and first["Marker"]
+    rest = iam.list_access_keys(UserName="pager", MaxItems=1, Marker=first["Marker"])
+    assert [k["AccessKeyId"] for k in rest["AccessKeyMetadata"]] == made[1:]
+    assert rest["IsTruncated"] is False and "Marker" not in rest
+    # A Marker still leads on once its key is gone.
+    iam.delete_access_key(UserName="pager", AccessKeyId=made[0])
+    again = iam.list_access_keys(UserName="pager", Marker=first["Marker"])
+    assert [k["AccessKeyId"] for k in again["AccessKeyMetadata"]] == made[1:]
+    pages = iam.get_paginator("list_user_tags").paginate(UserName="pager", PaginationConfig={"PageSize": 2})
+    assert [[t["Key"] for t in p["Tags"]] for p in pages] == [["A", "b"], ["c", "D"], ["e"]]
+    _, out, _ = server.aws("iam", "list-access-keys", "--user-name", "pager", "--max-items", "1")
+    assert [k["AccessKeyId"] for k in out["AccessKeyMetadata"]] == made[1:] and "NextToken" not in out
+    # A Marker that is not one of the server's is the client's error, not a server failure.
+    for call in (lambda: iam.list_users(Marker="zz"),
+                 lambda: iam.list_access_keys(UserName="pager", Marker="not-hex"),
+                 lambda: iam.list_user_tags(UserName="pager", Marker="zz")):
+        expect(call, "ValidationError", 400, "Invalid Marker.")
+
+
 def test_tags(server):
     iam = server.client("iam")
     iam.create_user(UserName="t")

@@ -252,6 +252,9 @@ impl App {
             StoreError::EntityAlreadyExists(m) => ApiError::new(409, "EntityAlreadyExists", m),
             StoreError::LimitExceeded(m) => ApiError::new(409, "LimitExceeded", m),
             StoreError::DeleteConflict(m) => ApiError::new(409, "DeleteConflict", m),
+            // What the request's own checks let through but the store refused (a Marker that is
+            // not one of its pages', say): the client's fault, as in IAM.
+            StoreError::InvalidInput(m) => ApiError::new(400, "ValidationError", m),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable");
                 ApiError::service_unavailable()

@@ -62,6 +62,28 @@ fn write_tags(w: &mut XmlWriter, tags: &[Tag]) {
     w.close("Tags");
 }
 
+/// A list call's `Marker` and `MaxItems` (100 when absent, as in IAM), checked by `v`.
+fn page_params<'p>(v: &mut Validator, p: &'p Params<'_>) -> (Option<&'p str>, usize) {
+    let marker = v.string("marker", p.get("Marker"), validate::MARKER, false);
+    let max = v
+        .integer("maxItems", p.get("MaxItems"), 1, 1000, false)
+        .unwrap_or(100);
+    (marker, usize::try_from(max).unwrap_or(100))
+}
+
+/// `IsTruncated`, and the `Marker` of the next page when there is one.
+fn write_truncation(w: &mut XmlWriter, next_marker: &Option<String>) {
+    w.elem(
+        "IsTruncated",
+        if next_marker.is_some() {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    w.opt_elem("Marker", next_marker.as_deref());
+}
+
 fn write_key_meta(w: &mut XmlWriter, k: &AccessKey) {
     w.opt_elem("UserName", k.user_name.as_deref())
         .elem("AccessKeyId", &k.key_id)
@@ -212,10 +234,7 @@ pub(crate) async fn handle(
                     false,
                 )
                 .unwrap_or("/");
-            let marker = v.string("marker", p.get("Marker"), validate::MARKER, false);
-            let max = v
-                .integer("maxItems", p.get("MaxItems"), 1, 1000, false)
-                .unwrap_or(100);
+            let (marker, max) = page_params(&mut v, &p);
             v.finish()?;
             authorize_iam(
                 caller,
@@ -239,15 +258,7 @@ pub(crate) async fn handle(
                         w.close("member");
                     }
                     w.close("Users");
-                    w.elem(
-                        "IsTruncated",
-                        if page.next_marker.is_some() {
-                            "true"
-                        } else {
-                            "false"
-                        },
-                    );
-                    w.opt_elem("Marker", page.next_marker.as_deref());
+                    write_truncation(w, &page.next_marker);
                 }),
             ))
         }
@@ -347,19 +358,21 @@ pub(crate) async fn handle(
                 validate::EXISTING_USER_NAME,
                 true,
             );
-            v.string("marker", p.get("Marker"), validate::MARKER, false);
-            v.integer("maxItems", p.get("MaxItems"), 1, 1000, false);
+            let (marker, max) = page_params(&mut v, &p);
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
-            let tags = store.list_user_tags(acct, name).await.map_err(err)?;
+            let page = store
+                .list_user_tags_page(acct, name, marker, max)
+                .await
+                .map_err(err)?;
             Ok(envelope(
                 action,
                 IAM_NS,
                 rid,
                 Some(&|w| {
-                    write_tags(w, &tags);
-                    w.elem("IsTruncated", "false");
+                    write_tags(w, &page.items);
+                    write_truncation(w, &page.next_marker);
                 }),
             ))
         }
@@ -401,8 +414,7 @@ pub(crate) async fn handle(
                 validate::EXISTING_USER_NAME,
                 false,
             );
-            v.string("marker", p.get("Marker"), validate::MARKER, false);
-            v.integer("maxItems", p.get("MaxItems"), 1, 1000, false);
+            let (marker, max) = page_params(&mut v, &p);
             v.finish()?;
             let owner = owner(caller, name);
             authorize_iam(
@@ -411,7 +423,11 @@ pub(crate) async fn handle(
                 name,
                 &user_resource(acct, owner.unwrap_or("")),
             )?;
-            let keys = store.list_access_keys(acct, owner).await.map_err(err)?;
+            let page = store
+                .list_access_keys_page(acct, owner, marker, max)
+                .await
+                .map_err(err)?;
+            let keys = &page.items;
             let user_name = owner.map(|o| {
                 keys.first()
                     .and_then(|k| k.user_name.clone())
@@ -424,13 +440,13 @@ pub(crate) async fn handle(
                 Some(&|w| {
                     w.opt_elem("UserName", user_name.as_deref());
                     w.open("AccessKeyMetadata");
-                    for k in &keys {
+                    for k in keys {
                         w.open("member");
                         write_key_meta(w, k);
                         w.close("member");
                     }
                     w.close("AccessKeyMetadata");
-                    w.elem("IsTruncated", "false");
+                    write_truncation(w, &page.next_marker);
                 }),
             ))
         }

@@ -477,12 +477,7 @@ impl Store {
         max_items: usize,
     ) -> Result<Page<User>, StoreError> {
         validate::path_prefix(path_prefix)?;
-        if !(1..=MAX_ITEMS).contains(&max_items) {
-            return Err(StoreError::InvalidInput(format!(
-                "MaxItems must be between 1 and {MAX_ITEMS}"
-            )));
-        }
-        let after = marker.map(decode_marker).transpose()?;
+        let after = page_start(marker, max_items)?;
         let mut items = self
             .backend()
             .list_users(account_id, path_prefix, after.as_deref(), max_items + 1)
@@ -554,6 +549,21 @@ impl Store {
             validate::tag_key(k)?;
         }
         self.backend().untag_user(account_id, name, keys).await
+    }
+
+    /// One page of the user's tags, sorted by key ignoring case, starting after `marker` (from
+    /// a previous page's `next_marker`), at most `max_items` (1 to [`MAX_ITEMS`]).
+    /// `NoSuchEntity` for an unknown user.
+    pub async fn list_user_tags_page(
+        &self,
+        account_id: &str,
+        name: &str,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<Page<Tag>, StoreError> {
+        let after = page_start(marker, max_items)?;
+        let tags = self.list_user_tags(account_id, name).await?;
+        Ok(page_of(tags, |t| validate::fold(&t.key), after, max_items))
     }
 
     /// The user's tags, sorted by key. `NoSuchEntity` for an unknown user.
@@ -720,6 +730,22 @@ impl Store {
             StoreError::Corrupt(format!("the secret of access key {key_id} is not UTF-8"))
         })?;
         Ok((rec.key, Secret::new(secret), rec.owner))
+    }
+
+    /// One page of [`Store::list_access_keys`]: starting after `marker` (from a previous page's
+    /// `next_marker`), at most `max_items` (1 to [`MAX_ITEMS`]).
+    pub async fn list_access_keys_page(
+        &self,
+        account_id: &str,
+        user_name: Option<&str>,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<Page<AccessKey>, StoreError> {
+        let after = page_start(marker, max_items)?;
+        let keys = self.list_access_keys(account_id, user_name).await?;
+        // The order the backends list keys in: creation time, then key id.
+        let place = |k: &AccessKey| format!("{:016x}{}", to_millis(k.created), k.key_id);
+        Ok(page_of(keys, place, after, max_items))
     }
 
     /// The keys of a user (`user_name`) or of the account's root (`None`), oldest first.
@@ -901,7 +927,41 @@ impl Store {
     }
 }
 
-/// Markers are the hex of the last returned folded name: opaque to clients, stable across calls.
+/// Checks a page request: the place a `marker` stands for, and `max_items` within 1 to
+/// [`MAX_ITEMS`].
+fn page_start(marker: Option<&str>, max_items: usize) -> Result<Option<String>, StoreError> {
+    if !(1..=MAX_ITEMS).contains(&max_items) {
+        return Err(StoreError::InvalidInput(format!(
+            "MaxItems must be between 1 and {MAX_ITEMS}"
+        )));
+    }
+    marker.map(decode_marker).transpose()
+}
+
+/// One page of `items`, which are sorted by `place`: those placed after `after`, at most
+/// `max_items`, with a marker for the rest (the last one's place) if any are left. A marker
+/// stays good when its item is deleted meanwhile: the page goes on from where it stood.
+fn page_of<T>(
+    items: Vec<T>,
+    place: impl Fn(&T) -> String,
+    after: Option<String>,
+    max_items: usize,
+) -> Page<T> {
+    let mut items: Vec<T> = match after {
+        Some(after) => items.into_iter().filter(|i| place(i) > after).collect(),
+        None => items,
+    };
+    let next_marker = if items.len() > max_items {
+        items.truncate(max_items);
+        items.last().map(|i| encode_marker(&place(i)))
+    } else {
+        None
+    };
+    Page { items, next_marker }
+}
+
+/// Markers are the hex of the last returned item's place (its folded name for users): opaque to
+/// clients, stable across calls.
 fn encode_marker(folded_name: &str) -> String {
     hex::encode(folded_name)
 }
