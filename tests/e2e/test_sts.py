@@ -81,6 +81,18 @@ def test_session_duration_limits(server):
         assert f"Value '{bad}' at 'durationSeconds' failed to satisfy constraint: Member must have value {words}" in msg
 
 
+def test_session_token_with_an_mfa_serial_is_refused_as_aws_does(server):
+    # keyward has no MFA devices: a serial number is never associated with the caller.
+    kid, secret = new_user_with_key(server, "mfa-user")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.client("sts", kid, secret).get_session_token(
+            SerialNumber=f"arn:aws:iam::{ACCOUNT}:mfa/mfa-user", TokenCode="123456")
+    assert error_of(e) == (
+        "AccessDenied", 403,
+        "MultiFactorAuthentication failed, unable to validate MFA code.  "
+        "Please verify your MFA serial number is valid and associated with this user.")
+
+
 def test_session_credentials_cannot_call_iam_or_get_session_token(server):
     creds = server.client("sts").get_session_token()["Credentials"]
     c = dict(key_id=creds["AccessKeyId"], secret=creds["SecretAccessKey"], token=creds["SessionToken"])

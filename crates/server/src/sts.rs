@@ -99,10 +99,13 @@ pub(crate) async fn handle(
             v.finish()?;
             authorize_sts(caller, action)?;
             if p.get("SerialNumber").is_some() || p.get("TokenCode").is_some() {
+                // keyward has no MFA devices, so no serial number is ever associated with the
+                // caller: AWS's answer for a serial number that is not (two spaces and all).
                 return Err(ApiError::new(
                     403,
                     "AccessDenied",
-                    "MFA authentication failed: no MFA device is registered for this user.",
+                    "MultiFactorAuthentication failed, unable to validate MFA code.  Please verify \
+                     your MFA serial number is valid and associated with this user.",
                 ));
             }
             let secs = if caller.is_root() {
