@@ -396,6 +396,44 @@ pub const CATALOGUE: &[ErrorEntry] = &[
         doctor_codes: &["env-overrides-profile", "account-mismatch", "profile-not-found"],
     },
     ErrorEntry {
+        code: "MultiFactorAuthentication",
+        aliases: &[],
+        phrases: &["multifactorauthentication failed"],
+        summary: "STS refused the MFA serial number or one-time code (arrives as AccessDenied)",
+        meaning: "GetSessionToken or AssumeRole was called with SerialNumber and TokenCode, and STS could not accept them. The code is AccessDenied with one of two messages: \"with invalid MFA one time pass code\" (the device is right, the code is not) or \"unable to validate MFA code. Please verify your MFA serial number is valid and associated with this user\" (the serial number does not name an MFA device of the calling user).",
+        services: "AWS STS (GetSessionToken, AssumeRole); tools that wrap them (aws-vault, the CLI's mfa_serial profiles)",
+        http_status: "403",
+        causes: Causes {
+            identity: &[
+                "the call is signed by another user than the device's owner: env keys or another profile override the one you meant",
+                "the serial is of a device in another account than the key (copied from another profile)",
+                "the device was removed or re-registered: its ARN changed (the name is chosen at registration)",
+            ],
+            configuration: &[
+                "mfa_serial in the profile names a device that is not this user's, or the source_profile's user",
+                "a FIDO security key (passkey) is given: the API accepts only virtual or hardware TOTP devices",
+            ],
+            format_and_limits: &[
+                "a code already used: STS accepts each code once, so a second call in the same 30 s window fails",
+                "a mistyped or expired code (each lasts about 30 seconds)",
+                "the authenticator's clock (the phone's, not this machine's) drifted, or a hardware token is out of sync",
+                "the serial is the device's name, not its ARN (arn:aws:iam::ACCOUNT:mfa/NAME)",
+            ],
+        },
+        diagnosis: &[
+            "run `keyward doctor`: it shows which keys sign the call (an env override, a profile) and their account",
+            "`aws iam list-mfa-devices --user-name NAME` lists the serial numbers registered for that user",
+            "\"invalid MFA one time pass code\" means the serial is right: wait for the next code and try once",
+        ],
+        fixes: &[
+            "use the serial number exactly as list-mfa-devices prints it, for the user whose keys sign the call",
+            "wait for a fresh code instead of retrying with the same one",
+            "set the phone's time to automatic; resync a hardware token (`aws iam resync-mfa-device`)",
+        ],
+        related: &["AccessDenied", "ExpiredToken"],
+        doctor_codes: &["env-overrides-profile", "account-mismatch", "profile-not-found"],
+    },
+    ErrorEntry {
         code: "AuthorizationHeaderMalformed",
         aliases: &[],
         phrases: &["authorization header is malformed"],
@@ -542,6 +580,12 @@ pub fn lookup(query: &str) -> Lookup {
     // "Signature expired" arrives as SignatureDoesNotMatch but is a clock problem.
     if lower.contains("signature expired") {
         if let Some(e) = by_code("RequestTimeTooSkewed") {
+            return Lookup::Found(e);
+        }
+    }
+    // So does an MFA failure, as AccessDenied; its message tells it apart.
+    if lower.contains("multifactorauthentication failed") {
+        if let Some(e) = by_code("MultiFactorAuthentication") {
             return Lookup::Found(e);
         }
     }
@@ -772,6 +816,19 @@ mod tests {
             "RequestTimeTooSkewed"
         );
         assert_eq!(found("ExpiredTokenException"), "ExpiredToken");
+        // Both of STS's MFA messages, which arrive as AccessDenied.
+        assert_eq!(
+            found("An error occurred (AccessDenied) when calling the GetSessionToken operation: MultiFactorAuthentication failed with invalid MFA one time pass code. "),
+            "MultiFactorAuthentication"
+        );
+        assert_eq!(
+            found("An error occurred (AccessDenied) when calling the GetSessionToken operation: MultiFactorAuthentication failed, unable to validate MFA code.  Please verify your MFA serial number is valid and associated with this user."),
+            "MultiFactorAuthentication"
+        );
+        assert_eq!(
+            found("An error occurred (AccessDenied) when calling the ListUsers operation: User: arn:aws:iam::123456789012:user/a is not authorized to perform: iam:ListUsers"),
+            "AccessDenied"
+        );
     }
 
     #[test]
