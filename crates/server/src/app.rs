@@ -3,7 +3,7 @@
 
 use crate::audit::{self, AuditEvent, Auditor, Principal};
 use crate::auth::{self, malformed, missing_authentication, AuthFailure, Check};
-use crate::caller::Caller;
+use crate::caller::CallerRef;
 use crate::http::ConnInfo;
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
@@ -94,9 +94,9 @@ struct Trace<'a> {
     region: Option<&'a str>,
     action: Option<&'a str>,
     key_id: Option<&'a str>,
-    caller: Option<Arc<Caller>>,
+    caller: Option<CallerRef>,
     /// The owner of the key a failed request presented, when the key exists.
-    owner: Option<Arc<Caller>>,
+    owner: Option<CallerRef>,
     params: Option<serde_json::Value>,
 }
 
@@ -590,7 +590,7 @@ impl App {
             self.auth_failed_counted(f, *dialect, guard)
         })?;
         if auditing {
-            trace.caller = Some(Arc::clone(&authn.caller));
+            trace.caller = Some(authn.caller.clone());
         }
         self.metrics
             .auth_ok

@@ -12,7 +12,7 @@
 pub mod chain;
 mod elements;
 
-use crate::caller::Caller;
+use crate::caller::CallerRef;
 use keyward_protocol::time::iso8601;
 use keyward_store::{new_event_id, AuditRecord, EventBatch, EventRef, IdentityType, Store};
 use serde_json::{Map, Value};
@@ -91,7 +91,7 @@ impl AuditConfig {
 #[derive(Clone, Debug)]
 pub enum Principal {
     /// Authenticated.
-    Caller(Arc<Caller>),
+    Caller(CallerRef),
     /// Authentication failed with this access key id (known or not); the trail owner is the
     /// account the key id encodes.
     Key(String),
@@ -825,6 +825,7 @@ async fn pruner(store: Store, retention: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caller::Caller;
     use keyward_store::{EventFilter, EventQuery};
     use std::time::UNIX_EPOCH;
 
@@ -889,7 +890,7 @@ mod tests {
 
     #[test]
     fn an_event_has_cloudtrails_shape_and_no_secret() {
-        let record = event(Principal::Caller(Arc::new(caller()))).into_record();
+        let record = event(Principal::Caller(CallerRef::Own(Arc::new(caller())))).into_record();
         let json = cloudtrail_json(&record.as_event());
         assert!(
             !json.contains("SHHH") && !json.contains("hunter2"),
@@ -1032,7 +1033,7 @@ mod tests {
                 let a = auditor.clone();
                 tokio::spawn(async move {
                     for i in 0..250 {
-                        let mut e = event(Principal::Caller(Arc::new(caller())));
+                        let mut e = event(Principal::Caller(CallerRef::Own(Arc::new(caller()))));
                         e.time = SystemTime::now();
                         e.event_name = "GetCallerIdentity";
                         e.read_only = true;
@@ -1046,7 +1047,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let mut e = event(Principal::Caller(Arc::new(caller())));
+        let mut e = event(Principal::Caller(CallerRef::Own(Arc::new(caller()))));
         e.time = SystemTime::now();
         auditor.record(e, true).await;
         let changes = Some(EventFilter::EventName("CreateAccessKey".into()));
@@ -1066,7 +1067,7 @@ mod tests {
     async fn a_full_batch_wakes_an_idle_writer() {
         let (_dir, store, account, auditor) = audited(1).await;
         for _ in 0..3 {
-            let mut e = event(Principal::Caller(Arc::new(caller())));
+            let mut e = event(Principal::Caller(CallerRef::Own(Arc::new(caller()))));
             e.time = SystemTime::now();
             tokio::time::timeout(Duration::from_secs(10), auditor.record(e, true))
                 .await

@@ -4,7 +4,7 @@
 //! the signature, clock and payload, which only [`keyward_sigv4`] can vouch for.
 
 use crate::app::App;
-use crate::caller::{user_arn, Caller, Identity};
+use crate::caller::{user_arn, Caller, CallerRef, Identity};
 use crate::keycache::CachedKey;
 use crate::session::{self, TokenError};
 use keyward_ids::KeyKind;
@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub struct Authenticated<'r> {
     /// The caller.
-    pub caller: Arc<Caller>,
+    pub caller: CallerRef,
     /// The verifier's proof (and the chunk decoder of streaming bodies).
     pub verified: Verified<'r>,
     /// This use of a long-term key is to be noted in the store's last uses (see
@@ -189,7 +189,7 @@ pub struct AuthFailure {
     pub counts: bool,
     /// The owner of the presented long-term key, when the key exists (inactive key, wrong
     /// signature): whose key was used, for the audit trail.
-    pub owner: Option<Arc<Caller>>,
+    pub owner: Option<CallerRef>,
 }
 
 impl From<ApiError> for AuthFailure {
@@ -289,10 +289,10 @@ impl<'r> Check<'r> {
     }
 
     /// Authenticates with a long-term key's entry.
-    fn with_entry(&self, entry: &CachedKey) -> Result<Authenticated<'r>, AuthFailure> {
-        let owner = &entry.owner;
+    fn with_entry(&self, entry: &Arc<CachedKey>) -> Result<Authenticated<'r>, AuthFailure> {
+        let owner = || CallerRef::Key(Arc::clone(entry));
         let refuse = |error: ApiError| AuthFailure {
-            owner: Some(Arc::clone(owner)),
+            owner: Some(owner()),
             ..AuthFailure::from(error)
         };
         if entry.status != KeyStatus::Active {
@@ -303,12 +303,12 @@ impl<'r> Check<'r> {
             return Err(refuse(bad_token(self.dialect, token, TokenError::Invalid)));
         }
         let verified = self.verify(Err(&entry.secret)).map_err(|f| AuthFailure {
-            owner: Some(Arc::clone(owner)),
+            owner: Some(owner()),
             ..f
         })?;
         let (service, region) = service_region(self.parsed);
         Ok(Authenticated {
-            caller: Arc::clone(owner),
+            caller: owner(),
             verified,
             note_use: self
                 .app
@@ -353,7 +353,7 @@ impl<'r> Check<'r> {
             };
             let caller = Caller::new(&claims.account_id, &identity, key_id, Some(claims.expires));
             return Ok(Authenticated {
-                caller: Arc::new(caller),
+                caller: CallerRef::Own(Arc::new(caller)),
                 verified,
                 note_use: false,
             });

@@ -1,7 +1,11 @@
 //! Who made an authenticated request.
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use crate::keycache::CachedKey;
 
 /// The principal behind an access key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +165,34 @@ impl fmt::Debug for Caller {
             .field("user", &self.user())
             .field("session_expires", &self.session_expires)
             .finish()
+    }
+}
+
+/// A caller as a request holds it: the cache entry of the long-term key it signed with (whose
+/// [`CachedKey::owner`] it is), or a caller of its own (session credentials).
+#[derive(Clone)]
+pub enum CallerRef {
+    /// A long-term key's cache entry.
+    Key(Arc<CachedKey>),
+    /// A caller made for this request.
+    Own(Arc<Caller>),
+}
+
+impl Deref for CallerRef {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        match self {
+            CallerRef::Key(entry) => &entry.owner,
+            CallerRef::Own(caller) => caller,
+        }
+    }
+}
+
+impl fmt::Debug for CallerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The caller only: the entry also holds the key's secret.
+        fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -72,7 +72,7 @@ fn page_params<'p>(v: &mut Validator, p: &'p Params<'_>) -> (Option<&'p str>, us
 }
 
 /// `IsTruncated`, and the `Marker` of the next page when there is one.
-fn write_truncation(w: &mut XmlWriter, next_marker: &Option<String>) {
+fn write_truncation(w: &mut XmlWriter, next_marker: Option<&str>) {
     w.elem(
         "IsTruncated",
         if next_marker.is_some() {
@@ -81,7 +81,7 @@ fn write_truncation(w: &mut XmlWriter, next_marker: &Option<String>) {
             "false"
         },
     );
-    w.opt_elem("Marker", next_marker.as_deref());
+    w.opt_elem("Marker", next_marker);
 }
 
 fn write_key_meta(w: &mut XmlWriter, k: &AccessKey) {
@@ -234,7 +234,7 @@ pub(crate) async fn handle(
                     false,
                 )
                 .unwrap_or("/");
-            let (marker, max) = page_params(&mut v, &p);
+            let (marker, max) = page_params(&mut v, p);
             v.finish()?;
             authorize_iam(
                 caller,
@@ -243,7 +243,7 @@ pub(crate) async fn handle(
                 &format!("arn:aws:iam::{acct}:user/"),
             )?;
             let page = store
-                .list_users(acct, prefix, marker, max as usize)
+                .list_users(acct, prefix, marker, max)
                 .await
                 .map_err(err)?;
             Ok(envelope(
@@ -258,7 +258,7 @@ pub(crate) async fn handle(
                         w.close("member");
                     }
                     w.close("Users");
-                    write_truncation(w, &page.next_marker);
+                    write_truncation(w, page.next_marker.as_deref());
                 }),
             ))
         }
@@ -358,7 +358,7 @@ pub(crate) async fn handle(
                 validate::EXISTING_USER_NAME,
                 true,
             );
-            let (marker, max) = page_params(&mut v, &p);
+            let (marker, max) = page_params(&mut v, p);
             v.finish()?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
@@ -372,7 +372,7 @@ pub(crate) async fn handle(
                 rid,
                 Some(&|w| {
                     write_tags(w, &page.items);
-                    write_truncation(w, &page.next_marker);
+                    write_truncation(w, page.next_marker.as_deref());
                 }),
             ))
         }
@@ -414,7 +414,7 @@ pub(crate) async fn handle(
                 validate::EXISTING_USER_NAME,
                 false,
             );
-            let (marker, max) = page_params(&mut v, &p);
+            let (marker, max) = page_params(&mut v, p);
             v.finish()?;
             let owner = owner(caller, name);
             authorize_iam(
@@ -446,7 +446,7 @@ pub(crate) async fn handle(
                         w.close("member");
                     }
                     w.close("AccessKeyMetadata");
-                    write_truncation(w, &page.next_marker);
+                    write_truncation(w, page.next_marker.as_deref());
                 }),
             ))
         }

@@ -26,10 +26,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What authentication needs about one long-term access key.
 ///
 /// With many keys in use each request's entry is cold, so it holds only what a request reads, in
-/// the order it reads it (`repr(C)` keeps that order): age, last noted use, the caller, status,
-/// then the signing key's slot; the key id, account and owner name are the caller's. Behind the
-/// `Arc`'s 16-byte header, what a request reads (the slot's key and a scope of up to ~40 bytes
-/// included) fits in 128 bytes: two cache lines instead of three.
+/// the order it reads it (`repr(C)` keeps that order): age, last noted use, the caller (whose
+/// text pointer is then in the first cache line, so the text's load starts with the entry's),
+/// status, then the signing key's slot; the key id, account and owner name are the caller's. The
+/// entry spans three adjacent cache lines; a request follows two pointers (map slot, entry) and
+/// one more for the caller's text, instead of four when the caller had an allocation of its
+/// own.
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
@@ -40,9 +42,11 @@ pub struct CachedKey {
     /// The last use passed on to the store's pending last uses: its whole second (low 32 bits)
     /// and scope index plus one (high 32 bits), 0 for none; see [`KeyCache::use_due`].
     noted: AtomicU64,
-    /// The caller a request signed with this key acts as, its identity included (shared, so a
-    /// request costs no copy); also the key's id and account.
-    pub owner: Arc<Caller>,
+    /// The caller a request signed with this key acts as, its identity included; also the key's
+    /// id and account. Held in the entry itself: a request holds the entry
+    /// ([`crate::caller::CallerRef::Key`]), so the caller's text is one load from the entry
+    /// instead of two.
+    pub owner: Caller,
     /// The key's status.
     pub status: KeyStatus,
     /// Queued for [`KeyCache::take_refresh`] already.
@@ -79,7 +83,7 @@ const NOTED_SCOPES: usize = 64;
 impl CachedKey {
     /// A cache entry fetched now.
     pub fn new(key: AccessKey, secret: &Secret, identity: Identity) -> Self {
-        let owner = Arc::new(Caller::new(&key.account_id, &identity, &key.key_id, None));
+        let owner = Caller::new(&key.account_id, &identity, &key.key_id, None);
         Self {
             fetched: AtomicU64::new(now_nanos()),
             noted: AtomicU64::new(0),
@@ -573,11 +577,14 @@ mod tests {
 
     #[test]
     fn what_a_request_reads_comes_first() {
-        // The slot (lock, length, 32-byte key, then the scope compared) right after 32 bytes of
-        // age, noted use, caller and status; with the Arc's header, a 40-byte scope ends by 127.
-        assert!(std::mem::offset_of!(CachedKey, secret) <= 32);
+        // Age and noted use, then the caller: its text pointer lies within the first
+        // 16 + 16 + 56 = 88 bytes of the Arc's allocation, so the text's load can start with the
+        // entry's first lines. Then the status and the slot (lock, length, 32-byte key, scope).
+        // All of it within 224 bytes with the Arc's header.
+        assert_eq!(std::mem::offset_of!(CachedKey, owner), 16);
+        assert!(std::mem::size_of::<Caller>() <= 56);
         assert!(
-            std::mem::size_of::<CachedKey>() <= 176,
+            std::mem::size_of::<CachedKey>() <= 208,
             "{}",
             std::mem::size_of::<CachedKey>()
         );
