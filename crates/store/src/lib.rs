@@ -973,3 +973,63 @@ fn decode_marker(marker: &str) -> Result<String, StoreError> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| StoreError::InvalidInput("Invalid Marker.".into()))
 }
+
+#[cfg(test)]
+mod paging_tests {
+    use super::*;
+
+    /// Pages of `items` (already in order) of `max` each, following the markers.
+    fn walk(items: &[&str], max: usize) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let after = page_start(marker.as_deref(), max).unwrap();
+            let all = items.iter().map(|s| s.to_string()).collect();
+            let page = page_of(all, |s: &String| s.clone(), after, max);
+            pages.push(page.items);
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_follow_their_markers_to_the_end() {
+        let items = ["a", "b", "c", "d", "e"];
+        assert_eq!(walk(&items, 2), [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        assert_eq!(walk(&items, 5), [vec!["a", "b", "c", "d", "e"]]);
+        // A full last page has no marker: IsTruncated is false exactly when nothing is left.
+        assert_eq!(walk(&items[..4], 2), [vec!["a", "b"], vec!["c", "d"]]);
+        assert_eq!(walk(&[], 3), [Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn a_marker_outlives_its_item() {
+        let all = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let first = page_of(all(&["a", "b", "c"]), |s| s.clone(), None, 2);
+        let marker = first.next_marker.unwrap();
+        // "b", the marker's item, is deleted before the next call: the page goes on after it.
+        let after = page_start(Some(&marker), 2).unwrap();
+        let next = page_of(all(&["a", "c"]), |s| s.clone(), after, 2);
+        assert_eq!(next.items, ["c"]);
+        assert_eq!(next.next_marker, None);
+    }
+
+    #[test]
+    fn bad_markers_and_sizes_are_the_clients_error() {
+        for bad in ["zz", "abc", ""] {
+            match page_start(Some(bad), 10) {
+                Err(StoreError::InvalidInput(m)) => assert_eq!(m, "Invalid Marker."),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        for size in [0, MAX_ITEMS + 1] {
+            assert!(matches!(
+                page_start(None, size),
+                Err(StoreError::InvalidInput(_))
+            ));
+        }
+        assert_eq!(page_start(None, MAX_ITEMS).unwrap(), None);
+    }
+}
