@@ -478,19 +478,13 @@ impl Store {
     ) -> Result<Page<User>, StoreError> {
         validate::path_prefix(path_prefix)?;
         let after = page_start(marker, max_items)?;
-        let mut items = self
+        // The backend starts after the marker and reads one more than a page: whether any are
+        // left.
+        let items = self
             .backend()
             .list_users(account_id, path_prefix, after.as_deref(), max_items + 1)
             .await?;
-        let next_marker = if items.len() > max_items {
-            items.truncate(max_items);
-            items
-                .last()
-                .map(|u| encode_marker(&validate::fold(&u.name)))
-        } else {
-            None
-        };
-        Ok(Page { items, next_marker })
+        Ok(page_of(items, |u| validate::fold(&u.name), None, max_items))
     }
 
     /// Renames and/or moves a user; its id, tags and access keys follow.
@@ -938,8 +932,9 @@ fn page_start(marker: Option<&str>, max_items: usize) -> Result<Option<String>, 
     marker.map(decode_marker).transpose()
 }
 
-/// One page of `items`, which are sorted by `place`: those placed after `after`, at most
-/// `max_items`, with a marker for the rest (the last one's place) if any are left. A marker
+/// One page of `items`, which are sorted by `place` (the backends' order: their text columns
+/// compare bytes, as `String` does): those placed after `after`, at most `max_items`, with a
+/// marker for the rest (the last one's place) if any are left. A marker
 /// stays good when its item is deleted meanwhile: the page goes on from where it stood.
 fn page_of<T>(
     items: Vec<T>,
