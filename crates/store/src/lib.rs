@@ -78,13 +78,14 @@ pub const POSTGRES_CALL_TIMEOUT: Duration = postgres::CALL_TIMEOUT;
 /// A committed change that caches of users and keys should act on, announced by any node sharing
 /// a PostgreSQL database (see [`Store::subscribe_changes`]).
 ///
-/// On the wire it is the payload of `NOTIFY keyward_changes`, sent in the writing transaction (so
-/// only committed changes are seen): `key:<access key id>` or `user:<account id>:<user name>`,
-/// under 100 bytes.
+/// On the wire it is the payload of `NOTIFY keyward_changes`, sent right after the writing
+/// transaction commits (so only committed changes are seen): `key:<access key id>` or
+/// `user:<account id>:<user name>`, under 100 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Change {
-    /// An access key was created, activated, deactivated or deleted.
+    /// An access key was activated, deactivated or deleted. A new key is not announced: caches
+    /// hold only keys they have read.
     AccessKey(String),
     /// A user was created, renamed, moved, tagged, untagged or deleted; `name` is its name before
     /// the change, as stored (compare ignoring ASCII case).

@@ -17,8 +17,9 @@
 //! Migrations run at open under a transaction-level advisory lock: when several nodes start at
 //! once one migrates and the others wait, then find nothing left to do.
 //!
-//! Changes that a verification cache cares about are announced with `NOTIFY keyward_changes` in
-//! the same transaction (so only committed changes are announced); see [`crate::Change`].
+//! Changes that a verification cache cares about are announced with `NOTIFY keyward_changes` right
+//! after their transaction commits, on the same connection (so only committed changes are
+//! announced); see [`crate::Change`] and [`announce`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,6 +84,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("migrations/postgres/0006_insert_access_key.sql"),
+    ),
+    (
+        7,
+        include_str!("migrations/postgres/0007_insert_access_key_unannounced.sql"),
     ),
 ];
 
@@ -438,6 +443,25 @@ impl PgBackend {
         .await
     }
 
+    /// A write that changes what verification caches hold: [`Self::write`], then, once committed,
+    /// the change the closure returns is announced on the same connection ([`announce`]).
+    async fn write_announced<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t Transaction<'t>) -> BoxFut<'t, (T, Change)> + Send + 'static,
+    {
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let (value, change) = f(&tx).await?;
+                tx.commit().await?;
+                announce(&*c, &change).await;
+                Ok(value)
+            })
+        })
+        .await
+    }
+
     /// A read of several statements: one read-only REPEATABLE READ transaction (one snapshot).
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -572,11 +596,27 @@ async fn bump(tx: &Transaction<'_>) -> FResult<()> {
     Ok(())
 }
 
-/// Announces a change to the listeners, at commit.
-async fn notify(tx: &Transaction<'_>, change: &Change) -> FResult<()> {
+/// Announces a committed change to the listeners of every node: `NOTIFY` in a transaction of its
+/// own, sent after the change's commit.
+///
+/// Not in the writing transaction: PostgreSQL serializes the commits of all transactions that sent
+/// a `NOTIFY` (one cluster-wide lock, held from before the commit's WAL flush to its end), so
+/// every durable write would wait for the previous writer's fsync. A transaction that only
+/// notifies writes no WAL to flush, so it holds that lock briefly.
+///
+/// The change is committed when this runs, so a failure here is not the write's: it is reported
+/// as a warning and the write stands. Other nodes then see the change when their cache entries
+/// are next refreshed, which re-reads every entry once the change stamp has moved, within the
+/// cache's lifetime; the same bound holds if this process dies between the commit and here.
+async fn announce<C: GenericClient>(c: &C, change: &Change) {
     let payload = change.payload();
-    exec(tx, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
-    Ok(())
+    if let Err(e) = exec(c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await {
+        tracing::warn!(
+            error = %StoreError::from(e),
+            change = %payload,
+            "a committed change could not be announced to other nodes; their caches will see it at their next refresh"
+        );
+    }
 }
 
 fn user_change(account_id: &str, name: &str) -> Change {
@@ -842,7 +882,7 @@ impl Backend for PgBackend {
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 // One user-name writer per account at a time.
                 lock_account(tx, &user.account_id).await?;
@@ -878,8 +918,8 @@ impl Backend for PgBackend {
                     .await?;
                 }
                 bump(tx).await?;
-                notify(tx, &user_change(&user.account_id, &user.name)).await?;
-                require_user(tx, &user.account_id, &user.name, "").await
+                let change = user_change(&user.account_id, &user.name);
+                Ok((require_user(tx, &user.account_id, &user.name, "").await?, change))
             })
         })
         .await
@@ -949,7 +989,7 @@ impl Backend for PgBackend {
     ) -> Result<User> {
         let (account_id, name) = (owned(account_id), owned(name));
         let (new_name, new_path) = (new_name.map(owned), new_path.map(owned));
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 let renames = new_name.as_deref().is_some_and(|n| fold(n) != fold(&name));
                 if renames {
@@ -989,8 +1029,11 @@ impl Backend for PgBackend {
                     });
                 }
                 bump(tx).await?;
-                notify(tx, &user_change(&account_id, &user.name)).await?;
-                require_user(tx, &account_id, &target_name, "").await
+                let change = user_change(&account_id, &user.name);
+                Ok((
+                    require_user(tx, &account_id, &target_name, "").await?,
+                    change,
+                ))
             })
         })
         .await
@@ -998,7 +1041,7 @@ impl Backend for PgBackend {
 
     async fn delete_user(&self, account_id: &str, name: &str) -> Result<()> {
         let (account_id, name) = (owned(account_id), owned(name));
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 // FOR UPDATE: a key insert for this user waits, then finds no user.
                 let user = require_user(tx, &account_id, &name, "FOR UPDATE").await?;
@@ -1019,8 +1062,7 @@ impl Backend for PgBackend {
                 .await?;
                 exec(tx, "DELETE FROM users WHERE user_id = $1", &[&user.user_id]).await?;
                 bump(tx).await?;
-                notify(tx, &user_change(&account_id, &user.name)).await?;
-                Ok(())
+                Ok(((), user_change(&account_id, &user.name)))
             })
         })
         .await
@@ -1034,7 +1076,7 @@ impl Backend for PgBackend {
         max_tags: usize,
     ) -> Result<()> {
         let (account_id, name, tags) = (owned(account_id), owned(name), tags.to_vec());
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 // Locked: two taggers cannot both pass the quota.
                 let user = require_user(tx, &account_id, &name, "FOR NO KEY UPDATE").await?;
@@ -1058,8 +1100,7 @@ impl Backend for PgBackend {
                     return Err(StoreError::too_many_tags(max_tags).into());
                 }
                 bump(tx).await?;
-                notify(tx, &user_change(&account_id, &user.name)).await?;
-                Ok(())
+                Ok(((), user_change(&account_id, &user.name)))
             })
         })
         .await
@@ -1067,7 +1108,7 @@ impl Backend for PgBackend {
 
     async fn untag_user(&self, account_id: &str, name: &str, keys: &[String]) -> Result<()> {
         let (account_id, name, keys) = (owned(account_id), owned(name), keys.to_vec());
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 let user = require_user(tx, &account_id, &name, "FOR NO KEY UPDATE").await?;
                 for k in &keys {
@@ -1079,27 +1120,25 @@ impl Backend for PgBackend {
                     .await?;
                 }
                 bump(tx).await?;
-                notify(tx, &user_change(&account_id, &user.name)).await?;
-                Ok(())
+                Ok(((), user_change(&account_id, &user.name)))
             })
         })
         .await
     }
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
-        // One statement, committed on its own (one round trip): schema 6's function locks the
+        // One statement, committed on its own (one round trip): schema 7's function locks the
         // owner's row, then counts (a fresh snapshot, after the lock, so it sees every key the
         // previous lock holder committed), then inserts unless at the quota or the id is taken,
-        // and only if inserted moves the change stamp and announces.
+        // and only if inserted moves the change stamp.
         self.with_client(move |c| {
             Box::pin(async move {
                 let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
                 let name_lc = key.user_name.as_deref().map(fold);
-                let payload = Change::AccessKey(key.key_id.clone()).payload();
                 let row = opt_row(
                     &*c,
                     "SELECT o_found, o_user_id, o_name, o_count, o_inserted
-                     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6, $7, $8)",
+                     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6)",
                     &[
                         &key.account_id,
                         &name_lc,
@@ -1107,8 +1146,6 @@ impl Backend for PgBackend {
                         &key.sealed_secret,
                         &key.created_ms,
                         &max,
-                        &payload,
-                        &CHANNEL,
                     ],
                 )
                 .await?
@@ -1132,6 +1169,9 @@ impl Backend for PgBackend {
                     ))
                     .into());
                 }
+                // Not announced: caches hold only keys they have read, and nobody has read this one.
+                // (An announcement would make every listening node evict nothing, under its cache's
+                // write lock.)
                 Ok(AccessKey {
                     key_id: key.key_id.clone(),
                     account_id: key.account_id.clone(),
@@ -1205,7 +1245,7 @@ impl Backend for PgBackend {
     ) -> Result<()> {
         let (account_id, user_name, key_id) =
             (owned(account_id), user_name.map(owned), owned(key_id));
-        self.write(move |tx| {
+        self.write_announced(move |tx| {
             Box::pin(async move {
                 let owner = owner(tx, &account_id, user_name.as_deref(), false).await?;
                 let owner_id = owner.as_ref().map(|o| o.0.clone());
@@ -1224,8 +1264,7 @@ impl Backend for PgBackend {
                     return Err(StoreError::no_such_key(&key_id).into());
                 }
                 bump(tx).await?;
-                notify(tx, &Change::AccessKey(key_id.clone())).await?;
-                Ok(())
+                Ok(((), Change::AccessKey(key_id.clone())))
             })
         })
         .await
@@ -1240,36 +1279,29 @@ impl Backend for PgBackend {
         let (account_id, user_name, key_id) =
             (owned(account_id), user_name.map(owned), owned(key_id));
         // One statement, committed on its own (one round trip): find the owner, delete the key if
-        // it is the owner's, move the change stamp and announce, only if deleted.
+        // it is the owner's, move the change stamp only if deleted. Then announce, once committed.
         self.with_client(move |c| {
             Box::pin(async move {
                 const TAIL: &str = concat!(
                     "b AS (UPDATE change_stamp SET value = value + 1
                            WHERE id = ",
                     stamp_row!(),
-                    " AND EXISTS (SELECT 1 FROM d) RETURNING 1),
-                     nt AS (SELECT pg_notify($4, $3) FROM d)
+                    " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
                      SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
-                            (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM nt)"
+                            (SELECT COUNT(*) FROM b)"
                 );
-                let payload = Change::AccessKey(key_id.clone()).payload();
                 let row = match &user_name {
                     Some(name) => {
                         let sql = format!(
                             "WITH o AS (SELECT user_id FROM users
-                                        WHERE account_id = $1 AND name_lc = $5),
+                                        WHERE account_id = $1 AND name_lc = $3),
                              d AS (DELETE FROM access_keys
                                    WHERE key_id = $2 AND account_id = $1
                                      AND user_id = (SELECT user_id FROM o)
                                    RETURNING key_id),
                              {TAIL}"
                         );
-                        opt_row(
-                            &*c,
-                            &sql,
-                            &[&account_id, &key_id, &payload, &CHANNEL, &fold(name)],
-                        )
-                        .await?
+                        opt_row(&*c, &sql, &[&account_id, &key_id, &fold(name)]).await?
                     }
                     None => {
                         let sql = format!(
@@ -1280,7 +1312,7 @@ impl Backend for PgBackend {
                                    RETURNING key_id),
                              {TAIL}"
                         );
-                        opt_row(&*c, &sql, &[&account_id, &key_id, &payload, &CHANNEL]).await?
+                        opt_row(&*c, &sql, &[&account_id, &key_id]).await?
                     }
                 };
                 let row =
@@ -1296,6 +1328,7 @@ impl Backend for PgBackend {
                 if deleted == 0 {
                     return Err(StoreError::no_such_key(&key_id).into());
                 }
+                announce(&*c, &Change::AccessKey(key_id)).await;
                 Ok(())
             })
         })
