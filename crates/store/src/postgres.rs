@@ -89,6 +89,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("migrations/postgres/0007_insert_access_key_unannounced.sql"),
     ),
+    (
+        8,
+        include_str!("migrations/postgres/0008_access_keys_fillfactor.sql"),
+    ),
 ];
 
 /// The row of the change stamp a write moves: one of the 16 rows (schema 5) by connection, so

@@ -390,7 +390,16 @@ fn migrations_raced_by_starting_nodes() {
         versions.sort();
         assert_eq!(
             versions,
-            [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]
+            [
+                (1, 1),
+                (2, 1),
+                (3, 1),
+                (4, 1),
+                (5, 1),
+                (6, 1),
+                (7, 1),
+                (8, 1)
+            ]
         );
         // Schema 4: the audit batches are compressed with LZ4 (this server is built with it).
         let compression: Option<String> = client
