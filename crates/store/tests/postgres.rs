@@ -468,6 +468,15 @@ fn change_notifications_reach_other_nodes() {
             }
         );
         let (k, _) = a.create_access_key(&acct, Some("nora")).await.unwrap();
+        // The new key was not announced: the next announcement heard is this user's.
+        a.create_user(&acct, "Olga", "/", &[]).await.unwrap();
+        assert_eq!(
+            next_change(&mut rx).await,
+            Change::User {
+                account_id: acct.clone(),
+                name: "Olga".into()
+            }
+        );
         a.update_access_key_status(&acct, Some("nora"), &k.key_id, KeyStatus::Inactive)
             .await
             .unwrap();
