@@ -18,8 +18,8 @@
 //! once one migrates and the others wait, then find nothing left to do.
 //!
 //! Changes that a verification cache cares about are announced with `NOTIFY keyward_changes` right
-//! after their transaction commits, on the same connection (so only committed changes are
-//! announced); see [`crate::Change`] and [`announce`].
+//! after their transaction commits, in a transaction of its own (so only committed changes are
+//! announced); see [`crate::Change`] and [`PgBackend::announce`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,6 +58,9 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take in all, waiting for a pooled connection included.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long announcing a committed change may take ([`PgBackend::announce`]) before it is given up
+/// with a warning.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node may wait for another node's migration.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connections per `Store` handle.
@@ -448,22 +451,49 @@ impl PgBackend {
     }
 
     /// A write that changes what verification caches hold: [`Self::write`], then, once committed,
-    /// the change the closure returns is announced on the same connection ([`announce`]).
+    /// the change the closure returns is announced ([`Self::announce`]).
     async fn write_announced<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&'t Transaction<'t>) -> BoxFut<'t, (T, Change)> + Send + 'static,
     {
-        self.with_client(move |c| {
-            Box::pin(async move {
-                let tx = c.transaction().await?;
-                let (value, change) = f(&tx).await?;
-                tx.commit().await?;
-                announce(&*c, &change).await;
-                Ok(value)
-            })
-        })
-        .await
+        let (value, change) = self.write(f).await?;
+        self.announce(&change).await;
+        Ok(value)
+    }
+
+    /// Announces a committed change to the listeners of every node: `NOTIFY` in a transaction of
+    /// its own, sent after the change's commit, on a pooled connection within [`ANNOUNCE_TIMEOUT`].
+    ///
+    /// Not in the writing transaction: PostgreSQL serializes the commits of all transactions that
+    /// sent a `NOTIFY` (one cluster-wide lock, held from before the commit's WAL flush to its end),
+    /// so every durable write would wait for the previous writer's fsync. A transaction that only
+    /// notifies writes no WAL to flush, so it holds that lock briefly.
+    ///
+    /// The change is committed when this runs, so a failure here is not the write's: it is
+    /// reported as a warning and the write stands (outside the write's own call timeout, so a
+    /// slow announcement cannot turn a committed write into an error). Other nodes then see the
+    /// change when their cache entries are next refreshed, which re-reads every entry once the
+    /// change stamp has moved, within the cache's lifetime; the same bound holds if this process
+    /// dies between the commit and here.
+    async fn announce(&self, change: &Change) {
+        let payload = change.payload();
+        let work = async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            exec(&c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await
+                .map_err(StoreError::from)
+        };
+        let failure = match tokio::time::timeout(ANNOUNCE_TIMEOUT, work).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer from PostgreSQL within {ANNOUNCE_TIMEOUT:?}"),
+        };
+        tracing::warn!(
+            error = %failure,
+            change = %payload,
+            "a committed change could not be announced to other nodes; their caches will see it at their next refresh"
+        );
     }
 
     /// A read of several statements: one read-only REPEATABLE READ transaction (one snapshot).
@@ -598,29 +628,6 @@ async fn bump(tx: &Transaction<'_>) -> FResult<()> {
     )
     .await?;
     Ok(())
-}
-
-/// Announces a committed change to the listeners of every node: `NOTIFY` in a transaction of its
-/// own, sent after the change's commit.
-///
-/// Not in the writing transaction: PostgreSQL serializes the commits of all transactions that sent
-/// a `NOTIFY` (one cluster-wide lock, held from before the commit's WAL flush to its end), so
-/// every durable write would wait for the previous writer's fsync. A transaction that only
-/// notifies writes no WAL to flush, so it holds that lock briefly.
-///
-/// The change is committed when this runs, so a failure here is not the write's: it is reported
-/// as a warning and the write stands. Other nodes then see the change when their cache entries
-/// are next refreshed, which re-reads every entry once the change stamp has moved, within the
-/// cache's lifetime; the same bound holds if this process dies between the commit and here.
-async fn announce<C: GenericClient>(c: &C, change: &Change) {
-    let payload = change.payload();
-    if let Err(e) = exec(c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await {
-        tracing::warn!(
-            error = %StoreError::from(e),
-            change = %payload,
-            "a committed change could not be announced to other nodes; their caches will see it at their next refresh"
-        );
-    }
 }
 
 fn user_change(account_id: &str, name: &str) -> Change {
@@ -1284,6 +1291,7 @@ impl Backend for PgBackend {
             (owned(account_id), user_name.map(owned), owned(key_id));
         // One statement, committed on its own (one round trip): find the owner, delete the key if
         // it is the owner's, move the change stamp only if deleted. Then announce, once committed.
+        let change = Change::AccessKey(key_id.clone());
         self.with_client(move |c| {
             Box::pin(async move {
                 const TAIL: &str = concat!(
@@ -1332,11 +1340,12 @@ impl Backend for PgBackend {
                 if deleted == 0 {
                     return Err(StoreError::no_such_key(&key_id).into());
                 }
-                announce(&*c, &Change::AccessKey(key_id)).await;
                 Ok(())
             })
         })
-        .await
+        .await?;
+        self.announce(&change).await;
+        Ok(())
     }
 
     async fn record_key_usage(&self, batch: Vec<(String, LastUsed)>) -> Result<()> {
