@@ -76,9 +76,9 @@ def status_and_body(reply: bytes):
 
 def test_oversized_body(server):
     with store_unchanged(server):
-        status, _, body = raw(server, body=b"Action=CreateUser&UserName=big&x=" + b"a" * (2 << 20), headers=FORM)
+        status, _, body = raw(server, body=b"Action=CreateUser&UserName=big&x=" + b"a" * (8 << 20), headers=FORM)
         assert status == 413 and "<Code>RequestEntityTooLarge</Code>" in body
-        status, _, body = signed(server, b"Action=CreateUser&Version=2010-05-08&UserName=big&x=" + b"a" * (2 << 20))
+        status, _, body = signed(server, b"Action=CreateUser&Version=2010-05-08&UserName=big&x=" + b"a" * (8 << 20))
         assert status == 413 and "<Code>RequestEntityTooLarge</Code>" in body
 
 

@@ -752,6 +752,7 @@ where
         };
         len = len.saturating_add(data.len());
         if len > limit {
+            drain(body.as_mut()).await;
             return Err(BodyError::TooLarge);
         }
         match (&first, &mut joined) {
@@ -769,6 +770,28 @@ where
         Some(v) => Bytes::from(v),
         None => first.unwrap_or_default(),
     })
+}
+
+/// Most bytes of a refused body that are still read, and dropped, before the refusal is sent.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Reads and drops what is left of a body that is over the limit (up to [`DRAIN_LIMIT`] bytes), so
+/// that a client which sends its whole body before it reads the answer (botocore, urllib) reads
+/// the refusal: a connection closed with its upload unread is reset, and the client meets a broken
+/// pipe instead. A longer body is cut off there and its connection closed.
+async fn drain<B>(mut body: std::pin::Pin<&mut B>)
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut dropped = 0usize;
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        if let Ok(data) = frame.into_data() {
+            dropped = dropped.saturating_add(data.len());
+            if dropped > DRAIN_LIMIT {
+                return;
+            }
+        }
+    }
 }
 
 /// CloudTrail's name of an S3 request.
