@@ -4,9 +4,9 @@
 -- PostgreSQL serializes the commits of every transaction that has sent a NOTIFY, across the
 -- whole cluster: such a commit holds one global lock from before its WAL flush until it ends.
 -- Each durable write then waited for the previous writer's fsync, and 16 concurrent creators
--- went no faster than one (sampled: 9-12 of 16 backends waiting on "Lock:object"). keyward now
+-- went no faster than one (sampled: 8-13 of 16 backends waiting on "Lock:object"). keyward now
 -- announces a change after its commit, in a transaction of its own, which writes no WAL of its
--- own to wait for (see `announce` in postgres.rs).
+-- own to wait for (see `PgBackend::announce` in postgres.rs).
 --
 -- This is schema 6's function with the same arguments but the last two (the announcement) and
 -- without the NOTIFY. Schema 6's function stays, so a node of the previous release that shares
