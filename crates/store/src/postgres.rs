@@ -32,7 +32,7 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
     TimeoutType, Transaction,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Config, IsolationLevel, Row};
@@ -107,6 +107,10 @@ macro_rules! stamp_row {
     };
 }
 
+mod key_writes;
+
+use key_writes::{KeyDelete, KeyWrite};
+
 /// The PostgreSQL engine.
 pub(crate) struct PgBackend {
     pool: Pool,
@@ -117,6 +121,9 @@ pub(crate) struct PgBackend {
     changes: broadcast::Sender<Change>,
     listening: AtomicBool,
     stop: watch::Sender<bool>,
+    /// The queue of access-key writes ([`key_writes`]), its batcher started on first use (on the
+    /// runtime of that call).
+    key_writes: std::sync::Mutex<Option<mpsc::Sender<KeyWrite>>>,
 }
 
 /// Errors inside a call: PostgreSQL's, or the store's own verdicts.
@@ -345,6 +352,7 @@ impl PgBackend {
             changes: broadcast::channel(1024).0,
             listening: AtomicBool::new(false),
             stop: watch::channel(false).0,
+            key_writes: std::sync::Mutex::new(None),
         };
         backend.migrate().await.map_err(|e| match e {
             StoreError::Unavailable(m) => {
@@ -462,38 +470,36 @@ impl PgBackend {
         Ok(value)
     }
 
-    /// Announces a committed change to the listeners of every node: `NOTIFY` in a transaction of
-    /// its own, sent after the change's commit, on a pooled connection within [`ANNOUNCE_TIMEOUT`].
-    ///
-    /// Not in the writing transaction: PostgreSQL serializes the commits of all transactions that
-    /// sent a `NOTIFY` (one cluster-wide lock, held from before the commit's WAL flush to its end),
-    /// so every durable write would wait for the previous writer's fsync. A transaction that only
-    /// notifies writes no WAL to flush, so it holds that lock briefly.
-    ///
-    /// The change is committed when this runs, so a failure here is not the write's: it is
-    /// reported as a warning and the write stands (outside the write's own call timeout, so a
-    /// slow announcement cannot turn a committed write into an error). Other nodes then see the
-    /// change when their cache entries are next refreshed, which re-reads every entry once the
-    /// change stamp has moved, within the cache's lifetime; the same bound holds if this process
-    /// dies between the commit and here.
+    /// Announces a committed change to the listeners of every node ([`announce`]).
     async fn announce(&self, change: &Change) {
-        let payload = change.payload();
-        let work = async {
-            let c = self.pool.get().await.map_err(pool_error)?;
-            exec(&c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-                .await
-                .map_err(StoreError::from)
+        announce(&self.pool, std::slice::from_ref(change)).await;
+    }
+
+    /// Queues an access-key write for group commit ([`key_writes`]) and waits for its answer.
+    async fn key_write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> KeyWrite,
+    ) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::closed());
+        }
+        let (reply, answer) = oneshot::channel();
+        let queue = {
+            let mut q = self.key_writes.lock().unwrap_or_else(|e| e.into_inner());
+            match &*q {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                // First use, or the runtime that ran the batcher is gone: start one here.
+                _ => q.insert(key_writes::start(self.pool.clone())).clone(),
+            }
         };
-        let failure = match tokio::time::timeout(ANNOUNCE_TIMEOUT, work).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer from PostgreSQL within {ANNOUNCE_TIMEOUT:?}"),
-        };
-        tracing::warn!(
-            error = %failure,
-            change = %payload,
-            "a committed change could not be announced to other nodes; their caches will see it at their next refresh"
-        );
+        if let Err(mpsc::error::SendError(w)) = queue.send(make(reply)).await {
+            key_writes::run_alone(&self.pool, w).await;
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the access-key writer stopped before answering".into(),
+            ))
+        })
     }
 
     /// A read of several statements: one read-only REPEATABLE READ transaction (one snapshot).
@@ -534,6 +540,48 @@ impl PgBackend {
         })
         .await
     }
+}
+
+/// Announces committed changes to the listeners of every node: `NOTIFY` in a transaction of its
+/// own (one statement for all of them), sent after the changes' commit, on a pooled connection
+/// within [`ANNOUNCE_TIMEOUT`].
+///
+/// Not in the writing transaction: PostgreSQL serializes the commits of all transactions that
+/// sent a `NOTIFY` (one cluster-wide lock, held from before the commit's WAL flush to its end),
+/// so every durable write would wait for the previous writer's fsync. A transaction that only
+/// notifies writes no WAL to flush, so it holds that lock briefly.
+///
+/// The changes are committed when this runs, so a failure here is not the write's: it is
+/// reported as a warning and the write stands (outside the write's own call timeout, so a
+/// slow announcement cannot turn a committed write into an error). Other nodes then see the
+/// change when their cache entries are next refreshed, which re-reads every entry once the
+/// change stamp has moved, within the cache's lifetime; the same bound holds if this process
+/// dies between the commit and here.
+async fn announce(pool: &Pool, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    let payloads: Vec<String> = changes.iter().map(Change::payload).collect();
+    let work = async {
+        let c = pool.get().await.map_err(pool_error)?;
+        exec(
+            &c,
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+            &[&CHANNEL, &payloads],
+        )
+        .await
+        .map_err(StoreError::from)
+    };
+    let failure = match tokio::time::timeout(ANNOUNCE_TIMEOUT, work).await {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer from PostgreSQL within {ANNOUNCE_TIMEOUT:?}"),
+    };
+    tracing::warn!(
+        error = %failure,
+        changes = %payloads.join(" "),
+        "committed changes could not be announced to other nodes; their caches will see them at their next refresh"
+    );
 }
 
 async fn rows<C: GenericClient>(
@@ -1138,60 +1186,11 @@ impl Backend for PgBackend {
     }
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
-        // One statement, committed on its own (one round trip): schema 7's function locks the
-        // owner's row, then counts (a fresh snapshot, after the lock, so it sees every key the
-        // previous lock holder committed), then inserts unless at the quota or the id is taken,
-        // and only if inserted moves the change stamp.
-        self.with_client(move |c| {
-            Box::pin(async move {
-                let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
-                let name_lc = key.user_name.as_deref().map(fold);
-                let row = opt_row(
-                    &*c,
-                    "SELECT o_found, o_user_id, o_name, o_count, o_inserted
-                     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &key.account_id,
-                        &name_lc,
-                        &key.key_id,
-                        &key.sealed_secret,
-                        &key.created_ms,
-                        &max,
-                    ],
-                )
-                .await?
-                .ok_or_else(|| StoreError::Unavailable("no row from an INSERT".into()))?;
-                let found: bool = row.try_get(0)?;
-                if !found {
-                    return Err(match &key.user_name {
-                        Some(name) => StoreError::no_such_user(name),
-                        None => StoreError::no_such_account(&key.account_id),
-                    }
-                    .into());
-                }
-                if count_at(&row, 3)? >= max_keys {
-                    return Err(StoreError::too_many_keys(max_keys).into());
-                }
-                let inserted: bool = row.try_get(4)?;
-                if !inserted {
-                    return Err(StoreError::EntityAlreadyExists(format!(
-                        "Access key with id {} already exists.",
-                        key.key_id
-                    ))
-                    .into());
-                }
-                // Not announced: caches hold only keys they have read, and nobody has read this one.
-                // (An announcement would make every listening node evict nothing, under its cache's
-                // write lock.)
-                Ok(AccessKey {
-                    key_id: key.key_id.clone(),
-                    account_id: key.account_id.clone(),
-                    // The user's name as stored (the caller may have used another case).
-                    user_name: row.try_get(2)?,
-                    status: KeyStatus::Active,
-                    created: from_millis(key.created_ms),
-                })
-            })
+        // One statement (schema 7's function), group-committed with the other key writes.
+        self.key_write(|reply| KeyWrite::Insert {
+            key,
+            max_keys,
+            reply,
         })
         .await
     }
@@ -1287,65 +1286,14 @@ impl Backend for PgBackend {
         user_name: Option<&str>,
         key_id: &str,
     ) -> Result<()> {
-        let (account_id, user_name, key_id) =
-            (owned(account_id), user_name.map(owned), owned(key_id));
-        // One statement, committed on its own (one round trip): find the owner, delete the key if
-        // it is the owner's, move the change stamp only if deleted. Then announce, once committed.
-        let change = Change::AccessKey(key_id.clone());
-        self.with_client(move |c| {
-            Box::pin(async move {
-                const TAIL: &str = concat!(
-                    "b AS (UPDATE change_stamp SET value = value + 1
-                           WHERE id = ",
-                    stamp_row!(),
-                    " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
-                     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
-                            (SELECT COUNT(*) FROM b)"
-                );
-                let row = match &user_name {
-                    Some(name) => {
-                        let sql = format!(
-                            "WITH o AS (SELECT user_id FROM users
-                                        WHERE account_id = $1 AND name_lc = $3),
-                             d AS (DELETE FROM access_keys
-                                   WHERE key_id = $2 AND account_id = $1
-                                     AND user_id = (SELECT user_id FROM o)
-                                   RETURNING key_id),
-                             {TAIL}"
-                        );
-                        opt_row(&*c, &sql, &[&account_id, &key_id, &fold(name)]).await?
-                    }
-                    None => {
-                        let sql = format!(
-                            "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
-                             d AS (DELETE FROM access_keys
-                                   WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL
-                                     AND EXISTS (SELECT 1 FROM o)
-                                   RETURNING key_id),
-                             {TAIL}"
-                        );
-                        opt_row(&*c, &sql, &[&account_id, &key_id]).await?
-                    }
-                };
-                let row =
-                    row.ok_or_else(|| StoreError::Unavailable("no row from a DELETE".into()))?;
-                if count(&row)? == 0 {
-                    return Err(match &user_name {
-                        Some(name) => StoreError::no_such_user(name),
-                        None => StoreError::no_such_account(&account_id),
-                    }
-                    .into());
-                }
-                let deleted: i64 = row.try_get(1)?;
-                if deleted == 0 {
-                    return Err(StoreError::no_such_key(&key_id).into());
-                }
-                Ok(())
-            })
-        })
-        .await?;
-        self.announce(&change).await;
-        Ok(())
+        // One statement, group-committed with the other key writes, and announced once committed.
+        let target = KeyDelete {
+            account_id: owned(account_id),
+            user_name: user_name.map(owned),
+            key_id: owned(key_id),
+        };
+        self.key_write(|reply| KeyWrite::Delete { target, reply })
+            .await
     }
 
     async fn record_key_usage(&self, batch: Vec<(String, LastUsed)>) -> Result<()> {

@@ -833,3 +833,217 @@ fn unix_socket_urls() {
         }
     });
 }
+
+/// Holds a user's row locked from another connection until [`Gate::open`], so that the node's
+/// key-write queue stalls on a write for that user and the writes sent meanwhile are committed
+/// together, as one batch, once the gate opens.
+struct Gate(tokio_postgres::Client);
+
+impl Gate {
+    async fn close(url: &str, acct: &str, user: &str) -> Gate {
+        let c = admin(url).await;
+        c.batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM users WHERE account_id = '{acct}' AND name_lc = '{}' FOR UPDATE",
+            user.to_ascii_lowercase()
+        ))
+        .await
+        .unwrap();
+        Gate(c)
+    }
+
+    async fn open(self) {
+        self.0.batch_execute("COMMIT").await.unwrap();
+    }
+}
+
+/// Key writes queued behind a stalled one are committed as one batch: each is answered with its
+/// own outcome (the two-keys quota counted within the batch, unknown users and keys refused by
+/// themselves), the others commit, and a deleted key is announced.
+#[test]
+fn batched_key_writes_keep_their_own_outcomes() {
+    run(false, async {
+        let Some(admin_url_) = admin_url() else {
+            return;
+        };
+        let url = fresh_database(&admin_url_).await;
+        let (a, b) = (open(&url).await, open(&url).await);
+        let mut rx = b.subscribe_changes().expect("PostgreSQL announces changes");
+        assert_eq!(next_change(&mut rx).await, Change::Resync);
+        let acct = a.create_account("batch", None).await.unwrap().id;
+        for u in ["gate", "quota", "owner"] {
+            a.create_user(&acct, u, "/", &[]).await.unwrap();
+        }
+        let (old, _) = a.create_access_key(&acct, Some("quota")).await.unwrap();
+        let (doomed, _) = a.create_access_key(&acct, Some("owner")).await.unwrap();
+
+        let gate = Gate::close(&url, &acct, "gate").await;
+        let stalled = {
+            let (a, acct) = (a.clone(), acct.clone());
+            tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut creates = Vec::new();
+        for _ in 0..3 {
+            let (a, acct) = (a.clone(), acct.clone());
+            creates.push(tokio::spawn(async move {
+                a.create_access_key(&acct, Some("QUOTA")).await
+            }));
+        }
+        let unknown_user = {
+            let (a, acct) = (a.clone(), acct.clone());
+            tokio::spawn(async move { a.create_access_key(&acct, Some("nobody")).await })
+        };
+        let unknown_key = {
+            let (a, acct) = (a.clone(), acct.clone());
+            tokio::spawn(async move {
+                a.delete_access_key(&acct, Some("owner"), "AKIAZZZZZZZZZZZZZZZZ")
+                    .await
+            })
+        };
+        let delete = {
+            let (a, acct, id) = (a.clone(), acct.clone(), doomed.key_id.clone());
+            tokio::spawn(async move { a.delete_access_key(&acct, Some("owner"), &id).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!stalled.is_finished(), "the gate holds the first write");
+        gate.open().await;
+
+        stalled.await.unwrap().unwrap();
+        let mut made = Vec::new();
+        let mut refused = 0;
+        for t in creates {
+            match t.await.unwrap() {
+                Ok((k, _)) => made.push(k.key_id),
+                Err(StoreError::LimitExceeded(m)) => {
+                    assert_eq!(m, "Cannot exceed quota for AccessKeysPerUser: 2");
+                    refused += 1;
+                }
+                Err(e) => panic!("unexpected: {e:?}"),
+            }
+        }
+        assert_eq!((made.len(), refused), (1, 2));
+        let mut listed: Vec<String> = a
+            .list_access_keys(&acct, Some("quota"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+        listed.sort();
+        let mut expected = vec![old.key_id.clone(), made[0].clone()];
+        expected.sort();
+        assert_eq!(listed, expected);
+        match unknown_user.await.unwrap() {
+            Err(StoreError::NoSuchEntity(m)) => {
+                assert_eq!(m, "The user with name nobody cannot be found.")
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert!(
+            matches!(unknown_key.await.unwrap(), Err(StoreError::NoSuchEntity(_))),
+            "a missing key is NoSuchEntity"
+        );
+        delete.await.unwrap().unwrap();
+        assert!(a
+            .list_access_keys(&acct, Some("owner"))
+            .await
+            .unwrap()
+            .is_empty());
+        // After the announcements of the three users created above, the deleted key's.
+        loop {
+            match next_change(&mut rx).await {
+                Change::User { .. } => continue,
+                c => {
+                    assert_eq!(c, Change::AccessKey(doomed.key_id.clone()));
+                    break;
+                }
+            }
+        }
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
+
+/// When PostgreSQL refuses one write of a batch, the batch is rolled back and every write runs
+/// again alone: the refused one fails, each of the others is committed exactly once.
+#[test]
+fn a_refused_write_does_not_fail_its_batch() {
+    run(false, async {
+        let Some(admin_url_) = admin_url() else {
+            return;
+        };
+        let url = fresh_database(&admin_url_).await;
+        let a = open(&url).await;
+        let acct = a.create_account("refused", None).await.unwrap().id;
+        for u in ["gate", "u0", "u1", "u2", "bad"] {
+            a.create_user(&acct, u, "/", &[]).await.unwrap();
+        }
+        // PostgreSQL itself refuses this key id (a trigger), as it would a broken constraint.
+        const BAD: &str = "AKIABADBADBADBADBADB";
+        admin(&url)
+            .await
+            .batch_execute(&format!(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF NEW.key_id = '{BAD}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                     RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER refuse BEFORE INSERT ON access_keys
+                     FOR EACH ROW EXECUTE FUNCTION refuse();"
+            ))
+            .await
+            .unwrap();
+
+        let gate = Gate::close(&url, &acct, "gate").await;
+        let stalled = {
+            let (a, acct) = (a.clone(), acct.clone());
+            tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut good = Vec::new();
+        for u in ["u0", "u1"] {
+            let (a, acct) = (a.clone(), acct.clone());
+            good.push(tokio::spawn(async move {
+                a.create_access_key(&acct, Some(u)).await.map(|(k, _)| k)
+            }));
+        }
+        let bad = {
+            let (a, acct) = (a.clone(), acct.clone());
+            tokio::spawn(async move {
+                a.create_access_key_with(
+                    &acct,
+                    Some("bad"),
+                    BAD,
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                )
+                .await
+            })
+        };
+        {
+            let (a, acct) = (a.clone(), acct.clone());
+            good.push(tokio::spawn(async move {
+                a.create_access_key(&acct, Some("u2")).await.map(|(k, _)| k)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gate.open().await;
+
+        stalled.await.unwrap().unwrap();
+        match bad.await.unwrap() {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("refused by the test"), "{m}"),
+            other => panic!("unexpected: {other:?}"),
+        }
+        for (t, u) in good.into_iter().zip(["u0", "u1", "u2"]) {
+            let k = t.await.unwrap().unwrap();
+            let listed = a.list_access_keys(&acct, Some(u)).await.unwrap();
+            assert_eq!(listed.len(), 1, "{u}: created exactly once");
+            assert_eq!(listed[0].key_id, k.key_id);
+        }
+        assert!(a
+            .list_access_keys(&acct, Some("bad"))
+            .await
+            .unwrap()
+            .is_empty());
+        a.close().await.unwrap();
+    });
+}
