@@ -1047,3 +1047,57 @@ fn a_refused_write_does_not_fail_its_batch() {
         a.close().await.unwrap();
     });
 }
+
+/// A batch moves the change stamp once, after its writes, and only when one of them changed
+/// something.
+#[test]
+fn a_batch_moves_the_change_stamp_once_and_only_for_a_change() {
+    run(false, async {
+        let Some(admin_url_) = admin_url() else {
+            return;
+        };
+        let url = fresh_database(&admin_url_).await;
+        let a = open(&url).await;
+        let acct = a.create_account("stamp", None).await.unwrap().id;
+        for u in ["gate", "u0", "u1"] {
+            a.create_user(&acct, u, "/", &[]).await.unwrap();
+        }
+        // Each round: the stalled write (alone, one move), then a batch of `writes`.
+        for (round, changes) in [(0, false), (1, true)] {
+            let before = a.change_stamp().await.unwrap();
+            let gate = Gate::close(&url, &acct, "gate").await;
+            let stalled = {
+                let (a, acct) = (a.clone(), acct.clone());
+                tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut writes = Vec::new();
+            for u in ["nobody", "u0", "u1"] {
+                let (a, acct) = (a.clone(), acct.clone());
+                writes.push(tokio::spawn(async move {
+                    if changes && u != "nobody" {
+                        a.create_access_key(&acct, Some(u)).await.map(|_| ())
+                    } else {
+                        // Fails by itself: no such user, or no such key.
+                        a.delete_access_key(&acct, Some(u), "AKIAZZZZZZZZZZZZZZZZ")
+                            .await
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            gate.open().await;
+            let (k, _) = stalled.await.unwrap().unwrap();
+            let mut ok = 0;
+            for w in writes {
+                ok += usize::from(w.await.unwrap().is_ok());
+            }
+            assert_eq!(ok, if changes { 2 } else { 0 }, "round {round}");
+            let moved = a.change_stamp().await.unwrap() - before;
+            assert_eq!(moved, if changes { 2 } else { 1 }, "round {round}");
+            a.delete_access_key(&acct, Some("gate"), &k.key_id)
+                .await
+                .unwrap();
+        }
+        a.close().await.unwrap();
+    });
+}

@@ -13,24 +13,27 @@
 //!   one transaction per call, the cost of one per batch. The SQLite engine's writer does the same
 //!   (see `sqlite/writer.rs`).
 //!
-//! Within a batch:
+//! A batch's transaction: `BEGIN`; the owners' rows locked, sorted (accounts for roots' keys, then
+//! users); each write's statement; the change stamp moved once, if a write changed something;
+//! `COMMIT`.
 //!
-//! - Each write checks what it checks alone. CreateAccessKey locks the owner's row, then counts in
-//!   a new statement (its own snapshot under READ COMMITTED, taken after the lock), so it sees the
-//!   keys of every earlier write of the batch and of every other transaction that held the lock.
+//! - Each write checks what it checks alone. A CreateAccessKey counts its owner's keys in a
+//!   statement after the one that locked the owner (its own snapshot under READ COMMITTED, taken
+//!   after the lock), so it sees the keys of every earlier write of the batch and of every other
+//!   transaction that held the lock: the two-keys quota holds within a batch and across nodes.
 //! - A write that finds nothing to do (an unknown user or key, the quota reached) changes nothing
 //!   and is answered with its own error; the others commit.
-//! - If PostgreSQL refuses a statement (a deadlock with another node, a timeout, any error), the
-//!   transaction is rolled back and every write of the batch runs again alone, so each is
-//!   answered as it would have been without batching. Nothing of the batch was committed.
+//! - Locks are taken in the order the other writes take theirs (owners, then keys, then the
+//!   change stamp's row last), so a batch cannot deadlock with a lone write. If PostgreSQL
+//!   refuses a statement all the same (a deadlock between two nodes' batches, a timeout, any
+//!   error), the transaction is rolled back and every write of the batch runs again alone, so
+//!   each is answered as it would have been without batching. Nothing of the batch was committed.
 //! - If the connection fails, whether the `COMMIT` happened is unknown: every write of the batch
 //!   fails with that error, as a lone write's would.
-//! - The writes are ordered by owner, so two batches (of two nodes) lock owners in the same order.
 //!
 //! One batch runs at a time: a second one in flight made the batches smaller and the node slower
-//! (measured, see docs/benchmarks.md), and a single batch cannot deadlock with another of its node.
-//! Deleted keys are announced ([`super::announce`]) once committed, in one statement per batch,
-//! before the callers are answered.
+//! (measured, see docs/benchmarks.md). Deleted keys are announced ([`super::announce`]) once
+//! committed, in one statement per batch, before the callers are answered.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -38,11 +41,10 @@ use std::task::Poll;
 
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{
-    announce, count, count_at, fold, opt_row, pool_error, rows, FResult, Fail, CALL_TIMEOUT,
+    announce, count, count_at, exec, fold, opt_row, pool_error, rows, FResult, Fail, CALL_TIMEOUT,
 };
 use crate::backend::{NewKey, Result};
 use crate::model::{from_millis, AccessKey, KeyStatus};
@@ -106,7 +108,8 @@ pub(super) async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
         }
         return;
     }
-    // Stable: the writes of one owner keep their order.
+    // Stable: the writes of one owner keep their order. (The owners are locked in order before
+    // any write; the deletes then lock their keys in this order.)
     batch.sort_by(|a, b| a.owner().cmp(&b.owner()));
     match together(pool, &batch).await {
         Together::Committed(rows) => {
@@ -157,29 +160,73 @@ enum Together {
     Failed(StoreError),
 }
 
-/// Runs the batch in one transaction: `BEGIN`, every write's statements and `COMMIT`, sent at
-/// once (one round trip; PostgreSQL runs them in order).
+/// A statement of a batch other than its writes, its row count.
+type Step<'a> = Pin<Box<dyn Future<Output = FResult<u64>> + Send + 'a>>;
+
+/// Runs the batch in one transaction, every statement sent at once (one round trip; PostgreSQL
+/// runs them in order): `BEGIN`, the owners' locks, the writes, the change stamp, `COMMIT`.
 async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return Together::Failed(pool_error(e)),
     };
+    let mut root_accounts: Vec<&str> = Vec::new();
+    let (mut user_accounts, mut user_names): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
+    for w in batch {
+        match w {
+            KeyWrite::Insert { key, .. } => match &key.user_name {
+                Some(name) => {
+                    user_accounts.push(&key.account_id);
+                    user_names.push(fold(name));
+                }
+                None => root_accounts.push(&key.account_id),
+            },
+            KeyWrite::Delete { .. } => {}
+        }
+    }
     let work = async {
         // Prepared first (from the connection's cache, once warm): a statement sends its request
         // on its first poll only when it need not be prepared, and the order of the requests is
         // the order of the transaction.
-        for w in batch {
-            for sql in w.statements() {
-                client.prepare_cached(sql).await?;
-            }
+        for sql in [LOCK_ACCOUNTS, LOCK_USERS, BUMP] {
+            client.prepare_cached(sql).await?;
         }
-        let begin = Box::pin(client.batch_execute("BEGIN"));
+        for w in batch {
+            client.prepare_cached(w.statement()).await?;
+        }
+        let mut head: Vec<Step<'_>> = vec![Box::pin(async {
+            client.batch_execute("BEGIN").await?;
+            Ok(0)
+        })];
+        if !root_accounts.is_empty() {
+            head.push(Box::pin(async {
+                Ok(rows(&client, LOCK_ACCOUNTS, &[&root_accounts]).await?.len() as u64)
+            }));
+        }
+        if !user_accounts.is_empty() {
+            head.push(Box::pin(async {
+                Ok(rows(&client, LOCK_USERS, &[&user_accounts, &user_names])
+                    .await?
+                    .len() as u64)
+            }));
+        }
         let writes = join_in_order(batch.iter().map(|w| w.execute(&client)).collect());
-        let commit = Box::pin(client.batch_execute("COMMIT"));
-        let (begin, rows, commit) = in_order3(begin, Box::pin(writes), commit).await;
-        FResult::Ok((begin, rows, commit))
+        let tail: Vec<Step<'_>> = vec![
+            Box::pin(async { exec(&client, BUMP, &[]).await }),
+            Box::pin(async {
+                client.batch_execute("COMMIT").await?;
+                Ok(0)
+            }),
+        ];
+        let (head, rows, tail) = in_order3(
+            Box::pin(join_in_order(head)),
+            Box::pin(writes),
+            Box::pin(join_in_order(tail)),
+        )
+        .await;
+        FResult::Ok((head, rows, tail))
     };
-    let (begin, rows, commit) = match tokio::time::timeout(CALL_TIMEOUT, work).await {
+    let (head, rows, tail) = match tokio::time::timeout(CALL_TIMEOUT, work).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return Together::Failed(e.into()),
         Err(_) => {
@@ -189,28 +236,24 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
             )));
         }
     };
-    let mut errors: Vec<tokio_postgres::Error> = Vec::new();
+    let mut errors: Vec<Fail> = Vec::new();
     let mut ok = Vec::with_capacity(rows.len());
-    errors.extend(begin.err());
+    errors.extend(head.into_iter().filter_map(|r| r.err()));
     for r in rows {
         match r {
             Ok(row) => ok.push(row),
-            Err(Fail::Db(e)) => errors.push(e),
-            Err(Fail::Store(e)) => return Together::Failed(e),
+            Err(e) => errors.push(e),
         }
     }
-    errors.extend(commit.err());
+    errors.extend(tail.into_iter().filter_map(|r| r.err()));
     // A `COMMIT` after a refused statement rolls back (and answers without an error).
-    match errors
-        .iter()
-        .find(|e| e.as_db_error().is_none())
-        .or(errors.first())
-    {
-        None => Together::Committed(ok),
+    let answered = |e: &Fail| matches!(e, Fail::Db(e) if e.as_db_error().is_some());
+    match errors.iter().position(|e| !answered(e)) {
+        // The connection failed (or the store refused something): the COMMIT's outcome is unknown.
+        Some(i) => Together::Failed(errors.swap_remove(i).into()),
         // Every error is PostgreSQL's answer, so the server got to the COMMIT: rolled back.
-        Some(e) if e.as_db_error().is_some() => Together::Refused,
-        // The connection failed: whether the COMMIT happened is unknown.
-        Some(e) => Together::Failed(super::db_error(e)),
+        None if !errors.is_empty() => Together::Refused,
+        None => Together::Committed(ok),
     }
 }
 
@@ -291,52 +334,75 @@ fn same(e: &StoreError) -> StoreError {
     }
 }
 
-// CreateAccessKey is two statements. The first locks the owner's row until commit, so concurrent
-// creators for one owner, on any node, count one after the other. The second is a new statement,
-// so it reads a new snapshot, taken after the lock: it sees every key the previous lock holder
-// committed (one statement could not: under READ COMMITTED, a statement that waited for a row lock
-// re-reads that row only, not what the count reads). It then inserts unless the owner is at the
-// quota or the id is taken, and only if it inserted moves the change stamp. Its row:
-// (found, user id, user name as stored, keys before, inserted). Schema 7's function did the same in
-// plpgsql; PostgreSQL spends less on these two plain statements.
+// A batch's locks are taken in one order, the order of the other writes: owners' rows first
+// (accounts, for roots' keys, then users, each sorted, as a rename locks its account then its
+// user), then keys' rows (the deletes, as UpdateAccessKey locks a key after reading its owner),
+// then the change stamp's row, last, as every lone write does. So a batch cannot deadlock with a
+// lone write of any kind; two batches of two nodes could only through keys deleted in different
+// orders, which PostgreSQL detects and the batch then retries its writes alone.
 
-/// Locks a user's row (CreateAccessKey, first statement).
-const LOCK_USER: &str =
-    "SELECT 1 FROM users WHERE account_id = $1 AND name_lc = $2 FOR NO KEY UPDATE";
-/// Locks an account's row, for its root (CreateAccessKey, first statement).
-const LOCK_ROOT: &str = "SELECT 1 FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE";
-/// Counts a user's keys and inserts one below the quota (CreateAccessKey, second statement).
-const INSERT_USER: &str = concat!(
+/// Locks the accounts of the batch's root-key creations, in order.
+const LOCK_ACCOUNTS: &str =
+    "SELECT 1 FROM accounts WHERE account_id = ANY($1) ORDER BY account_id FOR NO KEY UPDATE";
+/// Locks the users of the batch's key creations, in order.
+const LOCK_USERS: &str = "SELECT 1 FROM users
+     WHERE (account_id, name_lc) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+     ORDER BY account_id, name_lc FOR NO KEY UPDATE";
+/// CreateAccessKey of a user's key in a batch, its user locked by [`LOCK_USERS`] before: a new
+/// statement, so it reads a snapshot taken after the lock and sees every key that the lock's
+/// previous holders committed (one statement that locked and counted could not: under READ
+/// COMMITTED a statement that waited for a row lock re-reads that row only). Counts the user's
+/// keys and inserts one below the quota unless the id is taken. Its row: (found, user id, user
+/// name as stored, keys before, inserted), as schema 7's function's; if inserted it marks the
+/// transaction changed for [`BUMP`].
+const INSERT_USER: &str =
     "WITH o AS (SELECT user_id, name FROM users WHERE account_id = $1 AND name_lc = $2),
      n AS (SELECT COUNT(*) AS n FROM access_keys
            WHERE account_id = $1 AND user_id = (SELECT user_id FROM o)),
      i AS (INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
            SELECT $3::text, $1, o.user_id, 'Active', $4::bytea, $5::bigint FROM o
            WHERE (SELECT n FROM n) < $6::bigint
-           ON CONFLICT (key_id) DO NOTHING RETURNING 1),
-     b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
-    stamp_row!(),
-    " AND EXISTS (SELECT 1 FROM i) RETURNING 1)
+           ON CONFLICT (key_id) DO NOTHING RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM o), (SELECT user_id FROM o), (SELECT name FROM o),
-            (SELECT n FROM n), EXISTS (SELECT 1 FROM i), (SELECT COUNT(*) FROM b)"
-);
-/// Counts the root's keys and inserts one below the quota (CreateAccessKey, second statement).
-const INSERT_ROOT: &str = concat!(
-    "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
+            (SELECT n FROM n), EXISTS (SELECT 1 FROM i),
+            CASE WHEN EXISTS (SELECT 1 FROM i) THEN set_config('keyward.changed', 'yes', true) END";
+/// [`INSERT_USER`] for a root's key, its account locked by [`LOCK_ACCOUNTS`] before.
+const INSERT_ROOT: &str = "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
      n AS (SELECT COUNT(*) AS n FROM access_keys WHERE account_id = $1 AND user_id IS NULL),
      i AS (INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
            SELECT $2::text, $1, NULL, 'Active', $3::bytea, $4::bigint FROM o
            WHERE (SELECT n FROM n) < $5::bigint
-           ON CONFLICT (key_id) DO NOTHING RETURNING 1),
-     b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
-    stamp_row!(),
-    " AND EXISTS (SELECT 1 FROM i) RETURNING 1)
+           ON CONFLICT (key_id) DO NOTHING RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM o), NULL::text, NULL::text,
-            (SELECT n FROM n), EXISTS (SELECT 1 FROM i), (SELECT COUNT(*) FROM b)"
+            (SELECT n FROM n), EXISTS (SELECT 1 FROM i),
+            CASE WHEN EXISTS (SELECT 1 FROM i) THEN set_config('keyward.changed', 'yes', true) END";
+/// DeleteAccessKey of a user's key in a batch: finds the user, deletes the key if it is the
+/// user's. Its row: (users found, keys deleted); if deleted it marks the transaction changed for
+/// [`BUMP`].
+const DELETE_USER: &str =
+    "WITH o AS (SELECT user_id FROM users WHERE account_id = $1 AND name_lc = $3),
+     d AS (DELETE FROM access_keys
+           WHERE key_id = $2 AND account_id = $1 AND user_id = (SELECT user_id FROM o)
+           RETURNING key_id)
+     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
+            CASE WHEN EXISTS (SELECT 1 FROM d) THEN set_config('keyward.changed', 'yes', true) END";
+/// DeleteAccessKey of a root's key, as [`DELETE_USER`].
+const DELETE_ROOT: &str = "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
+     d AS (DELETE FROM access_keys
+           WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL AND EXISTS (SELECT 1 FROM o)
+           RETURNING key_id)
+     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
+            CASE WHEN EXISTS (SELECT 1 FROM d) THEN set_config('keyward.changed', 'yes', true) END";
+/// Moves the change stamp once for the batch, last (see above), if one of its writes changed
+/// something: each write that did sets the transaction-local `keyward.changed`.
+const BUMP: &str = concat!(
+    "UPDATE change_stamp SET value = value + 1 WHERE id = ",
+    stamp_row!(),
+    " AND current_setting('keyward.changed', true) = 'yes'"
 );
-/// DeleteAccessKey of a user's key: finds the user, deletes the key if it is the user's, moves
-/// the change stamp only if deleted. Its row: (users found, keys deleted, stamp rows moved).
-const DELETE_USER: &str = concat!(
+/// A lone DeleteAccessKey: [`DELETE_USER`] and a move of the change stamp if deleted, committed on
+/// its own.
+const DELETE_USER_ALONE: &str = concat!(
     "WITH o AS (SELECT user_id FROM users WHERE account_id = $1 AND name_lc = $3),
      d AS (DELETE FROM access_keys
            WHERE key_id = $2 AND account_id = $1 AND user_id = (SELECT user_id FROM o)
@@ -346,12 +412,11 @@ const DELETE_USER: &str = concat!(
     " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
      SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM b)"
 );
-/// DeleteAccessKey of a root's key, as [`DELETE_USER`].
-const DELETE_ROOT: &str = concat!(
+/// A lone DeleteAccessKey of a root's key, as [`DELETE_USER_ALONE`].
+const DELETE_ROOT_ALONE: &str = concat!(
     "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
      d AS (DELETE FROM access_keys
-           WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL
-             AND EXISTS (SELECT 1 FROM o)
+           WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL AND EXISTS (SELECT 1 FROM o)
            RETURNING key_id),
      b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
     stamp_row!(),
@@ -370,58 +435,53 @@ impl KeyWrite {
         }
     }
 
-    /// The SQL of the write's statements.
-    fn statements(&self) -> [&'static str; 2] {
+    /// The SQL of the write's statement in a batch.
+    fn statement(&self) -> &'static str {
         match self {
-            KeyWrite::Insert { key, .. } if key.user_name.is_some() => [LOCK_USER, INSERT_USER],
-            KeyWrite::Insert { .. } => [LOCK_ROOT, INSERT_ROOT],
-            KeyWrite::Delete { target, .. } if target.user_name.is_some() => {
-                [DELETE_USER, DELETE_USER]
-            }
-            KeyWrite::Delete { .. } => [DELETE_ROOT, DELETE_ROOT],
+            KeyWrite::Insert { key, .. } if key.user_name.is_some() => INSERT_USER,
+            KeyWrite::Insert { .. } => INSERT_ROOT,
+            KeyWrite::Delete { target, .. } if target.user_name.is_some() => DELETE_USER,
+            KeyWrite::Delete { .. } => DELETE_ROOT,
         }
     }
 
-    /// Sends the write's statements (in order, on the first poll once they are prepared) and
-    /// returns the row of its last one.
+    /// Sends the write's statement in a batch (on the first poll, once prepared) and returns its
+    /// row; the owner's row is locked before ([`LOCK_USERS`], [`LOCK_ACCOUNTS`]).
     async fn execute<C: GenericClient + Sync>(&self, c: &C) -> FResult<Option<Row>> {
         match self {
             KeyWrite::Insert { key, max_keys, .. } => {
                 let max = i64::try_from(*max_keys).unwrap_or(i64::MAX);
-                let name_lc = key.user_name.as_deref().map(fold);
-                let (lock_sql, insert_sql) = match &name_lc {
-                    Some(_) => (LOCK_USER, INSERT_USER),
-                    None => (LOCK_ROOT, INSERT_ROOT),
-                };
-                let user_lock: [&(dyn ToSql + Sync); 2] = [&key.account_id, &name_lc];
-                let user_insert: [&(dyn ToSql + Sync); 6] = [
-                    &key.account_id,
-                    &name_lc,
-                    &key.key_id,
-                    &key.sealed_secret,
-                    &key.created_ms,
-                    &max,
-                ];
-                let root_insert: [&(dyn ToSql + Sync); 5] = [
-                    &key.account_id,
-                    &key.key_id,
-                    &key.sealed_secret,
-                    &key.created_ms,
-                    &max,
-                ];
-                let (lock_params, insert_params): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
-                    match &name_lc {
-                        Some(_) => (&user_lock, &user_insert),
-                        None => (&user_lock[..1], &root_insert),
-                    };
-                let (locked, inserted, ()) = in_order3(
-                    Box::pin(rows(c, lock_sql, lock_params)),
-                    Box::pin(opt_row(c, insert_sql, insert_params)),
-                    std::future::ready(()),
-                )
-                .await;
-                locked?;
-                inserted
+                match key.user_name.as_deref().map(fold) {
+                    Some(name_lc) => {
+                        opt_row(
+                            c,
+                            INSERT_USER,
+                            &[
+                                &key.account_id,
+                                &name_lc,
+                                &key.key_id,
+                                &key.sealed_secret,
+                                &key.created_ms,
+                                &max,
+                            ],
+                        )
+                        .await
+                    }
+                    None => {
+                        opt_row(
+                            c,
+                            INSERT_ROOT,
+                            &[
+                                &key.account_id,
+                                &key.key_id,
+                                &key.sealed_secret,
+                                &key.created_ms,
+                                &max,
+                            ],
+                        )
+                        .await
+                    }
+                }
             }
             KeyWrite::Delete { target, .. } => match &target.user_name {
                 Some(name) => {
@@ -459,7 +519,17 @@ impl KeyWrite {
                 )
                 .await
             }
-            KeyWrite::Delete { .. } => self.execute(c).await,
+            KeyWrite::Delete { target, .. } => match &target.user_name {
+                Some(name) => {
+                    opt_row(
+                        c,
+                        DELETE_USER_ALONE,
+                        &[&target.account_id, &target.key_id, &fold(name)],
+                    )
+                    .await
+                }
+                None => opt_row(c, DELETE_ROOT_ALONE, &[&target.account_id, &target.key_id]).await,
+            },
         }
     }
 
