@@ -834,25 +834,44 @@ fn unix_socket_urls() {
     });
 }
 
-/// Holds a user's row locked from another connection until [`Gate::open`], so that the node's
-/// key-write queue stalls on a write for that user and the writes sent meanwhile are committed
-/// together, as one batch, once the gate opens.
-struct Gate(tokio_postgres::Client);
+/// Holds the row of user `gate` locked from another connection, with a key creation for that user
+/// stalled behind it, until [`Gate::open`]: the node's key-write queue waits on that write, so the
+/// writes sent meanwhile are committed together, as one batch, once the gate opens.
+struct Gate {
+    lock: tokio_postgres::Client,
+    /// The stalled write: the id of the key it creates.
+    stalled: tokio::task::JoinHandle<Result<String, StoreError>>,
+}
 
 impl Gate {
-    async fn close(url: &str, acct: &str, user: &str) -> Gate {
-        let c = admin(url).await;
-        c.batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM users WHERE account_id = '{acct}' AND name_lc = '{}' FOR UPDATE",
-            user.to_ascii_lowercase()
+    async fn close(url: &str, store: &Store, acct: &str) -> Gate {
+        let lock = admin(url).await;
+        lock.batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM users WHERE account_id = '{acct}' AND name_lc = 'gate' FOR UPDATE"
         ))
         .await
         .unwrap();
-        Gate(c)
+        let stalled = {
+            let (store, acct) = (store.clone(), acct.to_owned());
+            tokio::spawn(async move {
+                let made = store.create_access_key(&acct, Some("gate")).await;
+                made.map(|(k, _)| k.key_id)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Gate { lock, stalled }
     }
 
-    async fn open(self) {
-        self.0.batch_execute("COMMIT").await.unwrap();
+    /// Lets the writes sent since [`Gate::close`] queue up, then opens: returns the id of the key
+    /// the stalled write created.
+    async fn open(self) -> String {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !self.stalled.is_finished(),
+            "the gate holds the first write"
+        );
+        self.lock.batch_execute("COMMIT").await.unwrap();
+        self.stalled.await.unwrap().unwrap()
     }
 }
 
@@ -876,12 +895,7 @@ fn batched_key_writes_keep_their_own_outcomes() {
         let (old, _) = a.create_access_key(&acct, Some("quota")).await.unwrap();
         let (doomed, _) = a.create_access_key(&acct, Some("owner")).await.unwrap();
 
-        let gate = Gate::close(&url, &acct, "gate").await;
-        let stalled = {
-            let (a, acct) = (a.clone(), acct.clone());
-            tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gate = Gate::close(&url, &a, &acct).await;
         let mut creates = Vec::new();
         for _ in 0..3 {
             let (a, acct) = (a.clone(), acct.clone());
@@ -904,11 +918,8 @@ fn batched_key_writes_keep_their_own_outcomes() {
             let (a, acct, id) = (a.clone(), acct.clone(), doomed.key_id.clone());
             tokio::spawn(async move { a.delete_access_key(&acct, Some("owner"), &id).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!stalled.is_finished(), "the gate holds the first write");
         gate.open().await;
 
-        stalled.await.unwrap().unwrap();
         let mut made = Vec::new();
         let mut refused = 0;
         for t in creates {
@@ -994,12 +1005,7 @@ fn a_refused_write_does_not_fail_its_batch() {
             .await
             .unwrap();
 
-        let gate = Gate::close(&url, &acct, "gate").await;
-        let stalled = {
-            let (a, acct) = (a.clone(), acct.clone());
-            tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gate = Gate::close(&url, &a, &acct).await;
         let mut good = Vec::new();
         for u in ["u0", "u1"] {
             let (a, acct) = (a.clone(), acct.clone());
@@ -1025,10 +1031,8 @@ fn a_refused_write_does_not_fail_its_batch() {
                 a.create_access_key(&acct, Some("u2")).await.map(|(k, _)| k)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
         gate.open().await;
 
-        stalled.await.unwrap().unwrap();
         match bad.await.unwrap() {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("refused by the test"), "{m}"),
             other => panic!("unexpected: {other:?}"),
@@ -1062,39 +1066,49 @@ fn a_batch_moves_the_change_stamp_once_and_only_for_a_change() {
         for u in ["gate", "u0", "u1"] {
             a.create_user(&acct, u, "/", &[]).await.unwrap();
         }
-        // Each round: the stalled write (alone, one move), then a batch of `writes`.
-        for (round, changes) in [(0, false), (1, true)] {
+        // Each round: the stalled write (alone, one move), then a batch of three writes for
+        // `nobody`, u0 and u1: all failing, then creations for u0 and u1, then deletions of
+        // those keys (the write for `nobody` fails in every round).
+        let mut made: Vec<Option<String>> = vec![None, None];
+        for round in ["fail", "create", "delete"] {
             let before = a.change_stamp().await.unwrap();
-            let gate = Gate::close(&url, &acct, "gate").await;
-            let stalled = {
-                let (a, acct) = (a.clone(), acct.clone());
-                tokio::spawn(async move { a.create_access_key(&acct, Some("gate")).await })
-            };
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let gate = Gate::close(&url, &a, &acct).await;
             let mut writes = Vec::new();
-            for u in ["nobody", "u0", "u1"] {
+            for (i, u) in ["nobody", "u0", "u1"].into_iter().enumerate() {
                 let (a, acct) = (a.clone(), acct.clone());
+                let key = i.checked_sub(1).and_then(|j| made[j].clone());
                 writes.push(tokio::spawn(async move {
-                    if changes && u != "nobody" {
-                        a.create_access_key(&acct, Some(u)).await.map(|_| ())
-                    } else {
-                        // Fails by itself: no such user, or no such key.
-                        a.delete_access_key(&acct, Some(u), "AKIAZZZZZZZZZZZZZZZZ")
+                    match (round, key) {
+                        ("create", _) if u != "nobody" => a
+                            .create_access_key(&acct, Some(u))
                             .await
+                            .map(|(k, _)| Some(k.key_id)),
+                        ("delete", Some(k)) => {
+                            a.delete_access_key(&acct, Some(u), &k).await.map(|()| None)
+                        }
+                        // Fails by itself: no such user, or no such key.
+                        _ => a
+                            .delete_access_key(&acct, Some(u), "AKIAZZZZZZZZZZZZZZZZ")
+                            .await
+                            .map(|()| None),
                     }
                 }));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            gate.open().await;
-            let (k, _) = stalled.await.unwrap().unwrap();
+            let gated = gate.open().await;
             let mut ok = 0;
-            for w in writes {
-                ok += usize::from(w.await.unwrap().is_ok());
+            for (i, w) in writes.into_iter().enumerate() {
+                if let Ok(k) = w.await.unwrap() {
+                    ok += 1;
+                    if round == "create" {
+                        made[i - 1] = k;
+                    }
+                }
             }
-            assert_eq!(ok, if changes { 2 } else { 0 }, "round {round}");
+            let changed = round != "fail";
+            assert_eq!(ok, if changed { 2 } else { 0 }, "round {round}");
             let moved = a.change_stamp().await.unwrap() - before;
-            assert_eq!(moved, if changes { 2 } else { 1 }, "round {round}");
-            a.delete_access_key(&acct, Some("gate"), &k.key_id)
+            assert_eq!(moved, if changed { 2 } else { 1 }, "round {round}");
+            a.delete_access_key(&acct, Some("gate"), &gated)
                 .await
                 .unwrap();
         }

@@ -44,14 +44,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::{
-    announce, count, count_at, exec, fold, opt_row, pool_error, rows, FResult, Fail, CALL_TIMEOUT,
+    announce, count, count_at, exec, fold, opt_row, pool_error, FResult, Fail, CALL_TIMEOUT,
 };
 use crate::backend::{NewKey, Result};
 use crate::model::{from_millis, AccessKey, KeyStatus};
 use crate::{Change, StoreError};
 
 /// The most writes one transaction takes.
-pub(super) const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 /// Writes waiting for the batcher; a caller past this waits to queue.
 const QUEUE: usize = 1024;
 
@@ -78,6 +78,32 @@ pub(super) struct KeyDelete {
     pub(super) key_id: String,
 }
 
+impl KeyDelete {
+    /// Of `sql`, the text for this key's owner (a user, or the root).
+    fn sql(&self, sql: DeleteSql) -> &'static str {
+        sql[usize::from(self.user_name.is_none())]
+    }
+
+    /// Runs the delete's statement ($1 account, $2 key id, $3 folded user name).
+    async fn execute<C: GenericClient + Sync>(
+        &self,
+        c: &C,
+        sql: DeleteSql,
+    ) -> FResult<Option<Row>> {
+        match &self.user_name {
+            Some(name) => {
+                opt_row(
+                    c,
+                    self.sql(sql),
+                    &[&self.account_id, &self.key_id, &fold(name)],
+                )
+                .await
+            }
+            None => opt_row(c, self.sql(sql), &[&self.account_id, &self.key_id]).await,
+        }
+    }
+}
+
 /// Starts the batcher on the current tokio runtime; it ends when the returned sender (and every
 /// clone of it) is dropped.
 pub(super) fn start(pool: Pool) -> mpsc::Sender<KeyWrite> {
@@ -101,7 +127,7 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<KeyWrite>) {
 }
 
 /// Runs a batch and answers every caller.
-pub(super) async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
+async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
     if batch.len() == 1 {
         if let Some(w) = batch.pop() {
             run_alone(pool, w).await;
@@ -110,7 +136,7 @@ pub(super) async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
     }
     // Stable: the writes of one owner keep their order. (The owners are locked in order before
     // any write; the deletes then lock their keys in this order.)
-    batch.sort_by(|a, b| a.owner().cmp(&b.owner()));
+    batch.sort_by_cached_key(KeyWrite::owner);
     match together(pool, &batch).await {
         Together::Committed(rows) => {
             settle(
@@ -160,8 +186,8 @@ enum Together {
     Failed(StoreError),
 }
 
-/// A statement of a batch other than its writes, its row count.
-type Step<'a> = Pin<Box<dyn Future<Output = FResult<u64>> + Send + 'a>>;
+/// A statement of a batch other than its writes.
+type Step<'a> = Pin<Box<dyn Future<Output = FResult<()>> + Send + 'a>>;
 
 /// Runs the batch in one transaction, every statement sent at once (one round trip; PostgreSQL
 /// runs them in order): `BEGIN`, the owners' locks, the writes, the change stamp, `COMMIT`.
@@ -194,29 +220,26 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
         for w in batch {
             client.prepare_cached(w.statement()).await?;
         }
-        let mut head: Vec<Step<'_>> = vec![Box::pin(async {
-            client.batch_execute("BEGIN").await?;
-            Ok(0)
-        })];
+        let mut head: Vec<Step<'_>> =
+            vec![Box::pin(async { Ok(client.batch_execute("BEGIN").await?) })];
         if !root_accounts.is_empty() {
             head.push(Box::pin(async {
-                Ok(rows(&client, LOCK_ACCOUNTS, &[&root_accounts]).await?.len() as u64)
+                exec(&client, LOCK_ACCOUNTS, &[&root_accounts])
+                    .await
+                    .map(drop)
             }));
         }
         if !user_accounts.is_empty() {
             head.push(Box::pin(async {
-                Ok(rows(&client, LOCK_USERS, &[&user_accounts, &user_names])
-                    .await?
-                    .len() as u64)
+                exec(&client, LOCK_USERS, &[&user_accounts, &user_names])
+                    .await
+                    .map(drop)
             }));
         }
         let writes = join_in_order(batch.iter().map(|w| w.execute(&client)).collect());
         let tail: Vec<Step<'_>> = vec![
-            Box::pin(async { exec(&client, BUMP, &[]).await }),
-            Box::pin(async {
-                client.batch_execute("COMMIT").await?;
-                Ok(0)
-            }),
+            Box::pin(async { exec(&client, BUMP, &[]).await.map(drop) }),
+            Box::pin(async { Ok(client.batch_execute("COMMIT").await?) }),
         ];
         let (head, rows, tail) = in_order3(
             Box::pin(join_in_order(head)),
@@ -376,23 +399,60 @@ const INSERT_ROOT: &str = "WITH o AS (SELECT 1 FROM accounts WHERE account_id = 
      SELECT EXISTS (SELECT 1 FROM o), NULL::text, NULL::text,
             (SELECT n FROM n), EXISTS (SELECT 1 FROM i),
             CASE WHEN EXISTS (SELECT 1 FROM i) THEN set_config('keyward.changed', 'yes', true) END";
-/// DeleteAccessKey of a user's key in a batch: finds the user, deletes the key if it is the
-/// user's. Its row: (users found, keys deleted); if deleted it marks the transaction changed for
-/// [`BUMP`].
-const DELETE_USER: &str =
-    "WITH o AS (SELECT user_id FROM users WHERE account_id = $1 AND name_lc = $3),
-     d AS (DELETE FROM access_keys
-           WHERE key_id = $2 AND account_id = $1 AND user_id = (SELECT user_id FROM o)
-           RETURNING key_id)
-     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
-            CASE WHEN EXISTS (SELECT 1 FROM d) THEN set_config('keyward.changed', 'yes', true) END";
-/// DeleteAccessKey of a root's key, as [`DELETE_USER`].
-const DELETE_ROOT: &str = "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
-     d AS (DELETE FROM access_keys
-           WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL AND EXISTS (SELECT 1 FROM o)
-           RETURNING key_id)
-     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
-            CASE WHEN EXISTS (SELECT 1 FROM d) THEN set_config('keyward.changed', 'yes', true) END";
+/// DeleteAccessKey's common part, a user's key: finds the user, deletes the key if it is the
+/// user's.
+macro_rules! delete_user {
+    () => {
+        "WITH o AS (SELECT user_id FROM users WHERE account_id = $1 AND name_lc = $3),
+         d AS (DELETE FROM access_keys
+               WHERE key_id = $2 AND account_id = $1 AND user_id = (SELECT user_id FROM o)
+               RETURNING key_id)"
+    };
+}
+/// DeleteAccessKey's common part, a root's key.
+macro_rules! delete_root {
+    () => {
+        "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
+         d AS (DELETE FROM access_keys
+               WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL
+                 AND EXISTS (SELECT 1 FROM o)
+               RETURNING key_id)"
+    };
+}
+/// DeleteAccessKey in a batch: its row is (owners found, keys deleted); if deleted it marks the
+/// transaction changed for [`BUMP`].
+macro_rules! delete_in_batch {
+    ($head:expr) => {
+        concat!(
+            $head,
+            " SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d),
+                     CASE WHEN EXISTS (SELECT 1 FROM d)
+                          THEN set_config('keyward.changed', 'yes', true) END"
+        )
+    };
+}
+/// A lone DeleteAccessKey, committed on its own: its row is (owners found, keys deleted, stamp
+/// rows moved); if deleted it moves the change stamp itself.
+macro_rules! delete_alone {
+    ($head:expr) => {
+        concat!(
+            $head,
+            ", b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
+            stamp_row!(),
+            " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM b)"
+        )
+    };
+}
+/// The two SQL texts of a DeleteAccessKey: for a user's key, for a root's.
+type DeleteSql = [&'static str; 2];
+/// DeleteAccessKey in a batch.
+const DELETE_IN_BATCH: DeleteSql = [
+    delete_in_batch!(delete_user!()),
+    delete_in_batch!(delete_root!()),
+];
+/// A lone DeleteAccessKey.
+const DELETE_ALONE: DeleteSql = [delete_alone!(delete_user!()), delete_alone!(delete_root!())];
 /// Moves the change stamp once for the batch, last (see above), if one of its writes changed
 /// something: each write that did sets the transaction-local `keyward.changed`.
 const BUMP: &str = concat!(
@@ -400,38 +460,17 @@ const BUMP: &str = concat!(
     stamp_row!(),
     " AND current_setting('keyward.changed', true) = 'yes'"
 );
-/// A lone DeleteAccessKey: [`DELETE_USER`] and a move of the change stamp if deleted, committed on
-/// its own.
-const DELETE_USER_ALONE: &str = concat!(
-    "WITH o AS (SELECT user_id FROM users WHERE account_id = $1 AND name_lc = $3),
-     d AS (DELETE FROM access_keys
-           WHERE key_id = $2 AND account_id = $1 AND user_id = (SELECT user_id FROM o)
-           RETURNING key_id),
-     b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
-    stamp_row!(),
-    " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
-     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM b)"
-);
-/// A lone DeleteAccessKey of a root's key, as [`DELETE_USER_ALONE`].
-const DELETE_ROOT_ALONE: &str = concat!(
-    "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
-     d AS (DELETE FROM access_keys
-           WHERE key_id = $2 AND account_id = $1 AND user_id IS NULL AND EXISTS (SELECT 1 FROM o)
-           RETURNING key_id),
-     b AS (UPDATE change_stamp SET value = value + 1 WHERE id = ",
-    stamp_row!(),
-    " AND EXISTS (SELECT 1 FROM d) RETURNING 1)
-     SELECT (SELECT COUNT(*) FROM o), (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM b)"
-);
-
 impl KeyWrite {
     /// The row that the write locks: its account, then its user (`None` for the root).
-    fn owner(&self) -> (&str, Option<String>) {
+    fn owner(&self) -> (String, Option<String>) {
         match self {
-            KeyWrite::Insert { key, .. } => (&key.account_id, key.user_name.as_deref().map(fold)),
-            KeyWrite::Delete { target, .. } => {
-                (&target.account_id, target.user_name.as_deref().map(fold))
+            KeyWrite::Insert { key, .. } => {
+                (key.account_id.clone(), key.user_name.as_deref().map(fold))
             }
+            KeyWrite::Delete { target, .. } => (
+                target.account_id.clone(),
+                target.user_name.as_deref().map(fold),
+            ),
         }
     }
 
@@ -440,8 +479,7 @@ impl KeyWrite {
         match self {
             KeyWrite::Insert { key, .. } if key.user_name.is_some() => INSERT_USER,
             KeyWrite::Insert { .. } => INSERT_ROOT,
-            KeyWrite::Delete { target, .. } if target.user_name.is_some() => DELETE_USER,
-            KeyWrite::Delete { .. } => DELETE_ROOT,
+            KeyWrite::Delete { target, .. } => target.sql(DELETE_IN_BATCH),
         }
     }
 
@@ -483,17 +521,7 @@ impl KeyWrite {
                     }
                 }
             }
-            KeyWrite::Delete { target, .. } => match &target.user_name {
-                Some(name) => {
-                    opt_row(
-                        c,
-                        DELETE_USER,
-                        &[&target.account_id, &target.key_id, &fold(name)],
-                    )
-                    .await
-                }
-                None => opt_row(c, DELETE_ROOT, &[&target.account_id, &target.key_id]).await,
-            },
+            KeyWrite::Delete { target, .. } => target.execute(c, DELETE_IN_BATCH).await,
         }
     }
 
@@ -519,17 +547,7 @@ impl KeyWrite {
                 )
                 .await
             }
-            KeyWrite::Delete { target, .. } => match &target.user_name {
-                Some(name) => {
-                    opt_row(
-                        c,
-                        DELETE_USER_ALONE,
-                        &[&target.account_id, &target.key_id, &fold(name)],
-                    )
-                    .await
-                }
-                None => opt_row(c, DELETE_ROOT_ALONE, &[&target.account_id, &target.key_id]).await,
-            },
+            KeyWrite::Delete { target, .. } => target.execute(c, DELETE_ALONE).await,
         }
     }
 
