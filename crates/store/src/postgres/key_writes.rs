@@ -3,7 +3,8 @@
 //! Run alone, each of these writes is one statement committed on its own, and PostgreSQL spends
 //! more on the transaction around it (the round trip, the commit, the WAL flush) than on the
 //! statement. So the key writes of a node go through one queue. A batcher task takes the first
-//! write, then every write that queued up meanwhile (at most [`MAX_BATCH`]):
+//! write, then every write that queued up meanwhile, and those that the tasks ready to run queue
+//! before it runs again (at most [`MAX_BATCH`]; see [`batcher`]):
 //!
 //! - One write, nothing else waiting: it runs as before, one statement committed on its own (one
 //!   round trip; for CreateAccessKey, schema 7's function).
@@ -114,12 +115,23 @@ pub(super) fn start(pool: Pool) -> mpsc::Sender<KeyWrite> {
 
 async fn batcher(pool: Pool, mut rx: mpsc::Receiver<KeyWrite>) {
     while let Some(first) = rx.recv().await {
-        // The writes that arrived while the previous batch ran join this one.
+        // The writes that arrived while the previous batch ran join this one. So do those that
+        // tasks ready to run are about to queue: callers answered together (by the previous
+        // batch) queue their next writes one after the other, the first waking this task, which
+        // would otherwise take it alone. So the other tasks run first, until a turn brings
+        // nothing new.
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        loop {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == MAX_BATCH {
+                break;
             }
         }
         run(&pool, batch).await;
