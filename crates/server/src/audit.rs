@@ -1079,8 +1079,8 @@ mod tests {
     /// are answered together) go in one batch: the writer, woken by the first, lets the others
     /// record theirs before it takes the batch. One worker thread, as when keyward is pinned to
     /// one CPU, where the task woken last runs next. Without the turns each round took 2 batches
-    /// (the first event alone); with them 1, at times 2 (the runtime also wakes a yielding task
-    /// when it polls for I/O).
+    /// (the first event alone). With them the test allows 2 in some rounds: the runtime also wakes
+    /// a yielding task when it polls for I/O, which split some rounds of the store's batcher test.
     #[test]
     fn durable_events_recorded_together_share_a_batch() {
         let rt = tokio::runtime::Builder::new_multi_thread()

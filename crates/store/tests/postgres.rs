@@ -118,6 +118,18 @@ async fn open(url: &str) -> Store {
     .unwrap()
 }
 
+/// A node on a fresh database holding the account `name` and its users `users`: (URL, node,
+/// account id); `None` (skip) where [`admin_url`] is.
+async fn account_with_users(name: &str, users: &[&str]) -> Option<(String, Store, String)> {
+    let url = fresh_database(&admin_url()?).await;
+    let store = open(&url).await;
+    let acct = store.create_account(name, None).await.unwrap().id;
+    for u in users {
+        store.create_user(&acct, u, "/", &[]).await.unwrap();
+    }
+    Some((url, store, acct))
+}
+
 #[test]
 fn postgres_suite() {
     run(false, async {
@@ -908,6 +920,13 @@ fn batched_key_writes_keep_their_own_outcomes() {
                 a.create_access_key(&acct, Some("QUOTA")).await
             }));
         }
+        let mut root_creates = Vec::new();
+        for _ in 0..3 {
+            let (a, acct) = (a.clone(), acct.clone());
+            root_creates.push(tokio::spawn(async move {
+                a.create_access_key(&acct, None).await
+            }));
+        }
         let unknown_user = {
             let (a, acct) = (a.clone(), acct.clone());
             tokio::spawn(async move { a.create_access_key(&acct, Some("nobody")).await })
@@ -949,6 +968,26 @@ fn batched_key_writes_keep_their_own_outcomes() {
         let mut expected = vec![old.key_id.clone(), made[0].clone()];
         expected.sort();
         assert_eq!(listed, expected);
+        // The root's keys: the quota counted within the batch as well.
+        let mut root_made = Vec::new();
+        for t in root_creates {
+            match t.await.unwrap() {
+                Ok((k, _)) => root_made.push(k.key_id),
+                Err(StoreError::LimitExceeded(_)) => {}
+                Err(e) => panic!("unexpected: {e:?}"),
+            }
+        }
+        root_made.sort();
+        let mut root_listed: Vec<String> = a
+            .list_access_keys(&acct, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+        root_listed.sort();
+        assert_eq!(root_made.len(), 2);
+        assert_eq!(root_listed, root_made);
         match unknown_user.await.unwrap() {
             Err(StoreError::NoSuchEntity(m)) => {
                 assert_eq!(m, "The user with name nobody cannot be found.")
@@ -985,15 +1024,11 @@ fn batched_key_writes_keep_their_own_outcomes() {
 #[test]
 fn a_refused_write_does_not_fail_its_batch() {
     run(false, async {
-        let Some(admin_url_) = admin_url() else {
+        let Some((url, a, acct)) =
+            account_with_users("refused", &["gate", "u0", "u1", "u2", "bad"]).await
+        else {
             return;
         };
-        let url = fresh_database(&admin_url_).await;
-        let a = open(&url).await;
-        let acct = a.create_account("refused", None).await.unwrap().id;
-        for u in ["gate", "u0", "u1", "u2", "bad"] {
-            a.create_user(&acct, u, "/", &[]).await.unwrap();
-        }
         // PostgreSQL itself refuses this key id (a trigger), as it would a broken constraint.
         const BAD: &str = "AKIABADBADBADBADBADB";
         admin(&url)
@@ -1073,16 +1108,10 @@ fn writes_queued_together_share_a_batch() {
 }
 
 async fn writes_queued_together() {
-    let Some(admin_url_) = admin_url() else {
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
+    let Some((_, a, acct)) = account_with_users("together", &users).await else {
         return;
     };
-    let url = fresh_database(&admin_url_).await;
-    let a = open(&url).await;
-    let acct = a.create_account("together", None).await.unwrap().id;
-    let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
-    for u in &users {
-        a.create_user(&acct, u, "/", &[]).await.unwrap();
-    }
     // The batcher starts on the first write.
     let (k, _) = a.create_access_key(&acct, Some("u0")).await.unwrap();
     a.delete_access_key(&acct, Some("u0"), &k.key_id)
@@ -1123,15 +1152,9 @@ async fn writes_queued_together() {
 #[test]
 fn a_batch_moves_the_change_stamp_once_and_only_for_a_change() {
     run(false, async {
-        let Some(admin_url_) = admin_url() else {
+        let Some((url, a, acct)) = account_with_users("stamp", &["gate", "u0", "u1"]).await else {
             return;
         };
-        let url = fresh_database(&admin_url_).await;
-        let a = open(&url).await;
-        let acct = a.create_account("stamp", None).await.unwrap().id;
-        for u in ["gate", "u0", "u1"] {
-            a.create_user(&acct, u, "/", &[]).await.unwrap();
-        }
         // Each round: the stalled write (alone, one move), then a batch of three writes for
         // `nobody`, u0 and u1: all failing, then creations for u0 and u1, then deletions of
         // those keys (the write for `nobody` fails in every round).

@@ -401,12 +401,14 @@ const INSERT_USER: &str =
      SELECT EXISTS (SELECT 1 FROM o), (SELECT user_id FROM o), (SELECT name FROM o),
             (SELECT n FROM n), EXISTS (SELECT 1 FROM i),
             CASE WHEN EXISTS (SELECT 1 FROM i) THEN set_config('keyward.changed', 'yes', true) END";
-/// [`INSERT_USER`] for a root's key, its account locked by [`LOCK_ACCOUNTS`] before.
-const INSERT_ROOT: &str = "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1),
+/// [`INSERT_USER`] for a root's key ($2, the user name, NULL), its account locked by
+/// [`LOCK_ACCOUNTS`] before.
+const INSERT_ROOT: &str =
+    "WITH o AS (SELECT 1 FROM accounts WHERE account_id = $1 AND $2::text IS NULL),
      n AS (SELECT COUNT(*) AS n FROM access_keys WHERE account_id = $1 AND user_id IS NULL),
      i AS (INSERT INTO access_keys (key_id, account_id, user_id, status, sealed_secret, created_ms)
-           SELECT $2::text, $1, NULL, 'Active', $3::bytea, $4::bigint FROM o
-           WHERE (SELECT n FROM n) < $5::bigint
+           SELECT $3::text, $1, NULL, 'Active', $4::bytea, $5::bigint FROM o
+           WHERE (SELECT n FROM n) < $6::bigint
            ON CONFLICT (key_id) DO NOTHING RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM o), NULL::text, NULL::text,
             (SELECT n FROM n), EXISTS (SELECT 1 FROM i),
@@ -500,38 +502,7 @@ impl KeyWrite {
     async fn execute<C: GenericClient + Sync>(&self, c: &C) -> FResult<Option<Row>> {
         match self {
             KeyWrite::Insert { key, max_keys, .. } => {
-                let max = i64::try_from(*max_keys).unwrap_or(i64::MAX);
-                match key.user_name.as_deref().map(fold) {
-                    Some(name_lc) => {
-                        opt_row(
-                            c,
-                            INSERT_USER,
-                            &[
-                                &key.account_id,
-                                &name_lc,
-                                &key.key_id,
-                                &key.sealed_secret,
-                                &key.created_ms,
-                                &max,
-                            ],
-                        )
-                        .await
-                    }
-                    None => {
-                        opt_row(
-                            c,
-                            INSERT_ROOT,
-                            &[
-                                &key.account_id,
-                                &key.key_id,
-                                &key.sealed_secret,
-                                &key.created_ms,
-                                &max,
-                            ],
-                        )
-                        .await
-                    }
-                }
+                insert(c, self.statement(), key, *max_keys).await
             }
             KeyWrite::Delete { target, .. } => target.execute(c, DELETE_IN_BATCH).await,
         }
@@ -542,20 +513,12 @@ impl KeyWrite {
     async fn execute_alone<C: GenericClient + Sync>(&self, c: &C) -> FResult<Option<Row>> {
         match self {
             KeyWrite::Insert { key, max_keys, .. } => {
-                let max = i64::try_from(*max_keys).unwrap_or(i64::MAX);
-                let name_lc = key.user_name.as_deref().map(fold);
-                opt_row(
+                insert(
                     c,
                     "SELECT o_found, o_user_id, o_name, o_count, o_inserted
                      FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &key.account_id,
-                        &name_lc,
-                        &key.key_id,
-                        &key.sealed_secret,
-                        &key.created_ms,
-                        &max,
-                    ],
+                    key,
+                    *max_keys,
                 )
                 .await
             }
@@ -593,6 +556,32 @@ impl KeyWrite {
     fn answer_err(self, e: StoreError) {
         self.answer(Err(e))
     }
+}
+
+/// Runs a CreateAccessKey statement ([`INSERT_USER`], [`INSERT_ROOT`] or schema 7's function):
+/// $1 account, $2 folded user name (NULL for the root), $3 key id, $4 sealed secret, $5 creation
+/// time, $6 the most keys the owner may have.
+async fn insert<C: GenericClient + Sync>(
+    c: &C,
+    sql: &str,
+    key: &NewKey,
+    max_keys: usize,
+) -> FResult<Option<Row>> {
+    let max = i64::try_from(max_keys).unwrap_or(i64::MAX);
+    let name_lc = key.user_name.as_deref().map(fold);
+    opt_row(
+        c,
+        sql,
+        &[
+            &key.account_id,
+            &name_lc,
+            &key.key_id,
+            &key.sealed_secret,
+            &key.created_ms,
+            &max,
+        ],
+    )
+    .await
 }
 
 /// CreateAccessKey's outcome from its row.
