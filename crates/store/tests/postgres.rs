@@ -944,50 +944,15 @@ fn batched_key_writes_keep_their_own_outcomes() {
         };
         gate.open().await;
 
-        let mut made = Vec::new();
-        let mut refused = 0;
-        for t in creates {
-            match t.await.unwrap() {
-                Ok((k, _)) => made.push(k.key_id),
-                Err(StoreError::LimitExceeded(m)) => {
-                    assert_eq!(m, "Cannot exceed quota for AccessKeysPerUser: 2");
-                    refused += 1;
-                }
-                Err(e) => panic!("unexpected: {e:?}"),
-            }
-        }
+        let (made, refused) = created(creates).await;
         assert_eq!((made.len(), refused), (1, 2));
-        let mut listed: Vec<String> = a
-            .list_access_keys(&acct, Some("quota"))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.key_id)
-            .collect();
-        listed.sort();
         let mut expected = vec![old.key_id.clone(), made[0].clone()];
         expected.sort();
-        assert_eq!(listed, expected);
+        assert_eq!(key_ids(&a, &acct, Some("quota")).await, expected);
         // The root's keys: the quota counted within the batch as well.
-        let mut root_made = Vec::new();
-        for t in root_creates {
-            match t.await.unwrap() {
-                Ok((k, _)) => root_made.push(k.key_id),
-                Err(StoreError::LimitExceeded(_)) => {}
-                Err(e) => panic!("unexpected: {e:?}"),
-            }
-        }
-        root_made.sort();
-        let mut root_listed: Vec<String> = a
-            .list_access_keys(&acct, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.key_id)
-            .collect();
-        root_listed.sort();
-        assert_eq!(root_made.len(), 2);
-        assert_eq!(root_listed, root_made);
+        let (root_made, refused) = created(root_creates).await;
+        assert_eq!((root_made.len(), refused), (2, 1));
+        assert_eq!(key_ids(&a, &acct, None).await, root_made);
         match unknown_user.await.unwrap() {
             Err(StoreError::NoSuchEntity(m)) => {
                 assert_eq!(m, "The user with name nobody cannot be found.")
@@ -1017,6 +982,42 @@ fn batched_key_writes_keep_their_own_outcomes() {
         a.close().await.unwrap();
         b.close().await.unwrap();
     });
+}
+
+/// The ids of the keys that creations made, sorted, and how many the two-keys quota refused.
+async fn created(
+    creations: Vec<
+        tokio::task::JoinHandle<
+            Result<(keyward_store::AccessKey, keyward_store::Secret), StoreError>,
+        >,
+    >,
+) -> (Vec<String>, usize) {
+    let (mut made, mut refused) = (Vec::new(), 0);
+    for t in creations {
+        match t.await.unwrap() {
+            Ok((k, _)) => made.push(k.key_id),
+            Err(StoreError::LimitExceeded(m)) => {
+                assert_eq!(m, "Cannot exceed quota for AccessKeysPerUser: 2");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    made.sort();
+    (made, refused)
+}
+
+/// The ids of the keys of `user` (`None`: the root), sorted.
+async fn key_ids(store: &Store, acct: &str, user: Option<&str>) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .list_access_keys(acct, user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// When PostgreSQL refuses one write of a batch, the batch is rolled back and every write runs
