@@ -93,6 +93,16 @@ def test_lookup_by_access_key_with_the_cli(audited):
         assert "Boto3" in ev["userAgent"] or "botocore" in ev["userAgent"]
     assert ok["userIdentity"]["type"] == "IAMUser" and ok["userIdentity"]["userName"] == "alice"
     assert events[0]["Username"] == "alice"
+    # Each event carries the request id its client was answered with, in the store and in the
+    # log file alike, and its own event id.
+    answered = sts.get_caller_identity()["ResponseMetadata"]["RequestId"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", answered)
+    stored = eventually(lambda: lookup(audited, ("AccessKeyId", kid)), lambda ev: len(ev) >= 3)[0]
+    stored_ev = json.loads(stored["CloudTrailEvent"])
+    assert stored_ev["requestID"] == answered and stored_ev["eventID"] == stored["EventId"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", stored["EventId"])
+    logged = eventually(lambda: [e for e in lines(audited.audit_log) if e.get("requestID") == answered], bool)
+    assert len(logged) == 1 and logged[0]["eventID"] == stored["EventId"]
     # The secret of CreateAccessKey is nowhere: not in the store's events, not in the file.
     created = lookup(audited, ("EventName", "CreateAccessKey"))
     assert len(created) == 1

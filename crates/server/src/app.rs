@@ -16,7 +16,7 @@ use http_body_util::Full;
 use keyward_protocol::error::Rendered;
 use keyward_protocol::{new_request_id, ApiError, Dialect, Params};
 use keyward_sigv4::{Request, SignedRequest, SigningKeyCache};
-use keyward_store::{Change, Sealer, Store, StoreError};
+use keyward_store::{Change, EventId, Sealer, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -318,7 +318,10 @@ impl App {
         if let Some(internal) = path.strip_prefix("/_keyward/") {
             return self.internal(internal);
         }
-        let rid = new_request_id();
+        let keyward_protocol::RequestId {
+            bytes: rid_bytes,
+            text: rid,
+        } = new_request_id();
         let query = parts.uri.query().unwrap_or("");
         let sreq = Request {
             method: parts.method.as_str(),
@@ -425,7 +428,14 @@ impl App {
         if let Some(auditor) = &self.auditor {
             let source_ip = conn.map(|c| c.peer.ip());
             self.audit(
-                auditor, &parts, source_ip, &result, dialect, trace, &rid, now,
+                auditor,
+                &parts,
+                source_ip,
+                &result,
+                dialect,
+                trace,
+                EventId::Uuid(rid_bytes),
+                now,
             )
             .await;
         }
@@ -454,7 +464,7 @@ impl App {
         result: &Result<String, ApiError>,
         dialect: Dialect,
         trace: Trace<'_>,
-        rid: &str,
+        rid: EventId<'_>,
         now: SystemTime,
     ) {
         let service = trace.service.unwrap_or(match dialect {

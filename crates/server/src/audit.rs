@@ -14,7 +14,9 @@ mod elements;
 
 use crate::caller::CallerRef;
 use keyward_protocol::time::iso8601;
-use keyward_store::{new_event_id, AuditRecord, EventBatch, EventRef, IdentityType, Store};
+use keyward_store::{
+    new_event_id, AuditRecord, EventBatch, EventId, EventRef, IdentityType, Store,
+};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::net::IpAddr;
@@ -123,7 +125,7 @@ pub struct AuditEvent<'a> {
     /// Error code and message answered, if any.
     pub error: Option<(&'a str, &'a str)>,
     /// The request id answered.
-    pub request_id: &'a str,
+    pub request_id: EventId<'a>,
     /// True for calls that change nothing.
     pub read_only: bool,
 }
@@ -263,7 +265,7 @@ impl AuditEvent<'_> {
         f(&EventRef {
             account_id,
             time: self.time,
-            event_id: event_id.as_str(),
+            event_id,
             event_name: self.event_name,
             event_source,
             region: self.region,
@@ -325,8 +327,9 @@ pub fn cloudtrail_json(r: &EventRef<'_>) -> String {
     o.push_str(r.request_parameters.unwrap_or("null"));
     o.push_str(",\"responseElements\":");
     o.push_str(r.response_elements.unwrap_or("null"));
-    field(&mut o, "requestID", Some(r.request_id));
-    field(&mut o, "eventID", Some(r.event_id));
+    r.request_id
+        .with_str(|id| field(&mut o, "requestID", Some(id)));
+    r.event_id.with_str(|id| field(&mut o, "eventID", Some(id)));
     o.push_str(if r.read_only {
         ",\"readOnly\":true"
     } else {
@@ -876,7 +879,7 @@ mod tests {
             ),
             response_xml: Some("<R><CreateAccessKeyResult><AccessKey><AccessKeyId>AKIANEW</AccessKeyId><SecretAccessKey>SHHH</SecretAccessKey></AccessKey></CreateAccessKeyResult></R>"),
             error: None,
-            request_id: "req-1",
+            request_id: EventId::Text("req-1"),
             read_only: false,
         }
     }
@@ -1052,7 +1055,7 @@ mod tests {
                         e.event_name = "GetCallerIdentity";
                         e.read_only = true;
                         let rid = format!("req-{t}-{i}");
-                        e.request_id = &rid;
+                        e.request_id = EventId::Text(&rid);
                         a.record(e, false).await;
                     }
                 })

@@ -105,7 +105,7 @@ pub struct EventRef<'a> {
     /// When the call was made.
     pub time: SystemTime,
     /// CloudTrail's `eventID`.
-    pub event_id: &'a str,
+    pub event_id: EventId<'a>,
     /// The operation.
     pub event_name: &'a str,
     /// E.g. `iam.amazonaws.com`.
@@ -139,7 +139,7 @@ pub struct EventRef<'a> {
     /// `responseElements` JSON.
     pub response_elements: Option<&'a str>,
     /// The request id answered.
-    pub request_id: &'a str,
+    pub request_id: EventId<'a>,
     /// JSON kept verbatim from schema 2.
     pub stored_json: Option<&'a str>,
 }
@@ -151,7 +151,7 @@ impl EventRef<'_> {
         AuditRecord {
             account_id: own(self.account_id),
             time: self.time,
-            event_id: self.event_id.to_owned(),
+            event_id: self.event_id.to_string(),
             event_name: self.event_name.to_owned(),
             event_source: self.event_source.to_owned(),
             region: self.region.to_owned(),
@@ -168,7 +168,7 @@ impl EventRef<'_> {
             error_message: own(self.error_message),
             request_parameters: own(self.request_parameters),
             response_elements: own(self.response_elements),
-            request_id: self.request_id.to_owned(),
+            request_id: self.request_id.to_string(),
             stored_json: own(self.stored_json),
         }
     }
@@ -180,7 +180,7 @@ impl AuditRecord {
         EventRef {
             account_id: self.account_id.as_deref(),
             time: self.time,
-            event_id: &self.event_id,
+            event_id: EventId::Text(&self.event_id),
             event_name: &self.event_name,
             event_source: &self.event_source,
             region: &self.region,
@@ -197,7 +197,7 @@ impl AuditRecord {
             error_message: self.error_message.as_deref(),
             request_parameters: self.request_parameters.as_deref(),
             response_elements: self.response_elements.as_deref(),
-            request_id: &self.request_id,
+            request_id: EventId::Text(&self.request_id),
             stored_json: self.stored_json.as_deref(),
         }
     }
@@ -215,14 +215,40 @@ pub fn event_id_time(id: &str) -> Option<i64> {
 }
 
 /// A new event id for an event at `time` (a UUID version 7: time in milliseconds, then random),
-/// held inline: an event id is made for every request, and is only read (packed, or shown).
-pub fn new_event_id(time: SystemTime) -> UuidText {
+/// held as its 16 bytes: an event id is made for every request, and is only packed (as bytes) or
+/// shown (as text, when the event is written as JSON).
+pub fn new_event_id(time: SystemTime) -> EventId<'static> {
     let ms = to_millis(time).max(0) as u64;
     let mut b = keyward_ids::unique_bytes();
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
-    UuidText::new(&b)
+    EventId::Uuid(b)
+}
+
+/// An event's id as an [`EventRef`] holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventId<'a> {
+    /// A UUID's 16 bytes (made by [`new_event_id`]); its text is the lowercase hyphenated form.
+    Uuid([u8; 16]),
+    /// An id as text (read back from the store, or any id not made by keyward).
+    Text(&'a str),
+}
+
+impl EventId<'_> {
+    /// Calls `f` with the id as text (a UUID written out on the stack).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            EventId::Uuid(b) => f(UuidText::new(b).as_str()),
+            EventId::Text(s) => f(s),
+        }
+    }
+}
+
+impl std::fmt::Display for EventId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with_str(|s| f.write_str(s))
+    }
 }
 
 /// A UUID in its lowercase hyphenated form, held inline (36 bytes, no allocation).

@@ -47,8 +47,8 @@ use crate::model::to_millis;
 
 pub use crate::error::StoreError;
 pub use crate::events::{
-    event_id_time, new_event_id, AuditRecord, EventBatch, EventFilter, EventPage, EventQuery,
-    EventRef, IdentityType, UuidText, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
+    event_id_time, new_event_id, AuditRecord, EventBatch, EventFilter, EventId, EventPage,
+    EventQuery, EventRef, IdentityType, UuidText, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
 };
 pub use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Page, Secret, Tag, User};
 pub use crate::seal::{MasterKey, Sealer, KEY_LEN};

@@ -39,7 +39,7 @@
 
 use std::time::SystemTime;
 
-use super::{AuditRecord, EventRef, IdentityType, UuidText};
+use super::{AuditRecord, EventId, EventRef, IdentityType, UuidText};
 use crate::model::{from_millis, to_millis};
 use crate::StoreError;
 
@@ -266,17 +266,24 @@ impl Packer {
 
     /// An id: tag [`UUID7_TAG`] and 10 bytes for a UUID v7 of millisecond `ms`, tag [`UUID_TAG`]
     /// and 16 bytes for another lowercase hyphenated UUID, else a literal.
-    fn id(&mut self, s: &str, ms: i64) {
-        match uuid_bytes(s) {
-            Some(b) if self.compact && b[6] >> 4 == 7 && uuid7_ms(&b) == ms => {
-                varint(&mut self.out, UUID7_TAG);
-                self.out.extend_from_slice(&b[6..]);
-            }
-            Some(b) => {
-                varint(&mut self.out, UUID_TAG);
-                self.out.extend_from_slice(&b);
-            }
-            None => self.literal(s),
+    fn id(&mut self, id: EventId<'_>, ms: i64) {
+        match id {
+            EventId::Uuid(b) => self.uuid(&b, ms),
+            EventId::Text(s) => match uuid_bytes(s) {
+                Some(b) => self.uuid(&b, ms),
+                None => self.literal(s),
+            },
+        }
+    }
+
+    /// A UUID's 16 bytes, as [`Packer::id`] writes them.
+    fn uuid(&mut self, b: &[u8; 16], ms: i64) {
+        if self.compact && b[6] >> 4 == 7 && uuid7_ms(b) == ms {
+            varint(&mut self.out, UUID7_TAG);
+            self.out.extend_from_slice(&b[6..]);
+        } else {
+            varint(&mut self.out, UUID_TAG);
+            self.out.extend_from_slice(b);
         }
     }
 
@@ -782,6 +789,17 @@ mod tests {
             .collect();
         let compact = pack(&events);
         let legacy = pack_3(&events);
+        // Ids held as bytes (as a server makes them) pack exactly as their text does.
+        let mut p = Packer::new();
+        for e in &events {
+            let bytes = |s: &str| EventId::Uuid(uuid_bytes(s).unwrap());
+            p.push(&EventRef {
+                event_id: bytes(&e.event_id),
+                request_id: bytes(&e.request_id),
+                ..e.as_event()
+            });
+        }
+        assert_eq!(p.finish().0, compact);
         assert_eq!(unpack(&compact, "123456789012").unwrap(), events);
         assert_eq!(unpack(&legacy, "123456789012").unwrap(), events);
         // 6 bytes of each event id and at least 6 of each time are saved.
