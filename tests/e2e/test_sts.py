@@ -177,3 +177,28 @@ def test_presigned_get_caller_identity(server):
     # The same URL with another method does not verify.
     status, _, body = raw(server, method="GET", path=url[len(server.url):])
     assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
+
+
+def test_presigned_sts_urls_last_fifteen_minutes_whatever_they_ask(server):
+    """STS ignores X-Amz-Expires (only S3 honours it): a presigned GetCallerIdentity is served
+    while its X-Amz-Date is within the 15 minutes a signed header gets, so a 60-second URL works
+    10 minutes later, an hour's URL is refused after 20, and EKS tokens' X-Amz-Expires=0 works."""
+    import datetime
+    from unittest import mock
+
+    from test_auth import raw
+
+    sts = server.client("sts")
+
+    def presigned(expires, minutes_ago):
+        when = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=minutes_ago)
+        with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+            url = sts.generate_presigned_url("get_caller_identity", ExpiresIn=expires, HttpMethod="GET")
+        return raw(server, method="GET", path=url[len(server.url):])
+
+    for expires, minutes_ago in [(60, 10), (0, 0), (1, 14)]:
+        status, _, body = presigned(expires, minutes_ago)
+        assert status == 200 and "<GetCallerIdentityResult>" in body, (expires, minutes_ago, body)
+    status, _, body = presigned(3600, 20)
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, body
+    assert "Signature expired: " in body and "15 min." in body, body

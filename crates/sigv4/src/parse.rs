@@ -818,8 +818,15 @@ fn parse_presigned(params: &QueryParams) -> Result<V4Auth, ParseError> {
         .collect();
         return Err(ParseError::MissingQueryParameters { missing });
     };
-    let expires_secs = parse_expires(&expires)?;
-    let (access_key_id, scope) = parse_credential(&credential, true)?;
+    // S3 bounds X-Amz-Expires and enforces it; the other services check its form only and hold a
+    // presigned request to the same 15-minute window as a signed header (see `check_time`). A
+    // credential that does not parse is reported after the S3 checks, as before.
+    let credential = parse_credential(&credential, true);
+    let s3 = credential
+        .as_ref()
+        .map_or(true, |(_, scope)| scope.service() == "s3");
+    let expires_secs = parse_expires(&expires, s3)?;
+    let (access_key_id, scope) = credential?;
     let time = parse_amz_date(&amz_date).ok_or_else(|| ParseError::InvalidDate {
         value: amz_date.clone(),
         query: true,
@@ -844,13 +851,21 @@ fn parse_presigned(params: &QueryParams) -> Result<V4Auth, ParseError> {
     })
 }
 
-fn parse_expires(value: &str) -> Result<u32, ParseError> {
+/// `X-Amz-Expires`: digits, and for S3 (`s3`) between 1 and [`MAX_PRESIGNED_EXPIRES`]. Other
+/// services ignore its value (STS answers a presigned GetCallerIdentity with `X-Amz-Expires=0`, as
+/// EKS tokens send it), so any number is taken there, capped at `u32::MAX`.
+fn parse_expires(value: &str, s3: bool) -> Result<u32, ParseError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::InvalidExpires {
             value: value.to_owned(),
         });
     }
     let digits = value.trim_start_matches('0');
+    if !s3 {
+        return Ok(digits
+            .parse()
+            .unwrap_or(if digits.is_empty() { 0 } else { u32::MAX }));
+    }
     if digits.len() > 7 {
         return Err(ParseError::ExpiresTooLarge {
             value: value.to_owned(),
@@ -1185,28 +1200,24 @@ mod tests {
         let e = parse_h(&[], "X-Amz-Signature=abc").unwrap_err();
         assert!(e.is_query_auth());
         assert_eq!(e.message(), "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.");
-        let e = parse_h(
-            &[],
-            &PRESIGNED.replace("X-Amz-Expires=3600", "X-Amz-Expires=604801"),
-        )
-        .unwrap_err();
+        // S3 bounds X-Amz-Expires to 1..=604800.
+        let s3 = PRESIGNED.replace("%2Fservice%2F", "%2Fs3%2F");
+        let expires =
+            |q: &str, v: &str| q.replace("X-Amz-Expires=3600", &format!("X-Amz-Expires={v}"));
+        let e = parse_h(&[], &expires(&s3, "604801")).unwrap_err();
         assert_eq!(e.message(), "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds");
-        assert!(parse_h(
-            &[],
-            &PRESIGNED.replace("X-Amz-Expires=3600", "X-Amz-Expires=604800")
-        )
-        .is_ok());
-        assert!(parse_h(
-            &[],
-            &PRESIGNED.replace("X-Amz-Expires=3600", "X-Amz-Expires=99999999999999999999")
-        )
-        .is_err());
+        assert!(parse_h(&[], &expires(&s3, "604800")).is_ok());
+        assert!(parse_h(&[], &expires(&s3, "99999999999999999999")).is_err());
         for bad in ["0", "-1", "", "1.5", "abc"] {
-            let e = parse_h(
-                &[],
-                &PRESIGNED.replace("X-Amz-Expires=3600", &format!("X-Amz-Expires={bad}")),
-            )
-            .unwrap_err();
+            let e = parse_h(&[], &expires(&s3, bad)).unwrap_err();
+            assert!(matches!(e, ParseError::InvalidExpires { .. }), "{bad}");
+        }
+        // Other services take any number (EKS tokens send 0 to STS) and refuse other text.
+        for good in ["0", "1", "604801", "99999999999999999999"] {
+            assert!(parse_h(&[], &expires(PRESIGNED, good)).is_ok(), "{good}");
+        }
+        for bad in ["-1", "", "1.5", "abc"] {
+            let e = parse_h(&[], &expires(PRESIGNED, bad)).unwrap_err();
             assert!(matches!(e, ParseError::InvalidExpires { .. }), "{bad}");
         }
         let e = parse_h(

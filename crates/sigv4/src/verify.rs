@@ -293,7 +293,11 @@ impl V4Auth {
     }
 
     fn check_time(&self, now: SystemTime) -> Result<(), VerifyError> {
-        match self.expires {
+        // Only S3 honours X-Amz-Expires; every other service holds a presigned request to the
+        // 15-minute window of a signed header, whatever it asks for (STS serves a presigned
+        // GetCallerIdentity for about 15 minutes whether X-Amz-Expires says 0, 60 or 3600).
+        let expires = self.expires.filter(|_| self.scope.service() == "s3");
+        match expires {
             None => {
                 if now > plus(self.time, MAX_SKEW) {
                     return Err(VerifyError::TooSkewed {

@@ -344,6 +344,54 @@ fn presigned_expiry_and_signed_headers() {
     );
 }
 
+/// Only S3 honours X-Amz-Expires. STS (like every other service) holds a presigned request to the
+/// 15-minute window of a signed header, whatever X-Amz-Expires asks for: a presigned
+/// GetCallerIdentity with 60 seconds still works 10 minutes later, one with an hour no longer
+/// after 15 minutes, and EKS-style tokens sent with `X-Amz-Expires=0` are taken.
+#[test]
+fn presigned_expiry_outside_s3_is_the_skew_window() {
+    let s = secret();
+    let h = host("sts.amazonaws.com");
+    let t = common::fixed_time();
+    let query = "Action=GetCallerIdentity&Version=2011-06-15";
+    for expires in [0, 60, 3600, 604_800] {
+        let q = sign::presign("GET", "/", query, &h, expires, &params(&s, "sts", None));
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: &q,
+            headers: &h,
+        };
+        let a = v4(&req);
+        for ok in [
+            t,
+            t + Duration::from_secs(10 * 60),
+            t + Duration::from_secs(15 * 60),
+        ] {
+            a.verify(&req, b"", &s, ok, None).unwrap();
+        }
+        let e = a
+            .verify(&req, b"", &s, t + Duration::from_secs(15 * 60 + 1), None)
+            .unwrap_err();
+        assert!(
+            matches!(e, VerifyError::TooSkewed { future: false, .. }),
+            "{expires}: {e:?}"
+        );
+        assert!(
+            e.message().starts_with("Signature expired: "),
+            "{}",
+            e.message()
+        );
+        let e = a
+            .verify(&req, b"", &s, t - Duration::from_secs(16 * 60), None)
+            .unwrap_err();
+        assert!(
+            matches!(e, VerifyError::TooSkewed { future: true, .. }),
+            "{expires}: {e:?}"
+        );
+    }
+}
+
 /// Edge case 11: a request that does not sign `host` is refused, even with a correct signature.
 #[test]
 fn host_must_be_signed() {
