@@ -149,6 +149,12 @@ def test_validation_errors(server):
     expect(lambda: iam.update_access_key(AccessKeyId="AKIAQAAAAAAAAAAAAAAA", Status="On"), "ValidationError", 400, "Member must satisfy enum value set: [Active, Inactive, Expired]")
     msg = expect(lambda: iam.create_user(), "ValidationError", 400)
     assert "Value null at 'userName' failed to satisfy constraint: Member must not be null" in msg
+    # A control character quoted back stays well-formed XML (boto3 raises the error instead of
+    # failing to parse the reply), shown as text.
+    msg = expect(lambda: iam.get_user(UserName="a\x01b"), "ValidationError", 400)
+    assert "Value 'a\\u0001b' at 'userName'" in msg, msg
+    # IAM's pathPrefixType allows DEL, which no path can hold: nothing matches.
+    assert iam.list_users(PathPrefix="/\x7f")["Users"] == []
 
 
 def test_user_self_service_and_access_denied(server):

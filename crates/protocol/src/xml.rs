@@ -95,7 +95,8 @@ impl XmlWriter {
     }
 }
 
-/// Bytes [`escape_into`] does not copy as they are: the five XML special characters and controls.
+/// Bytes [`escape_into`] does not copy as they are: the five XML special characters, controls, and
+/// the lead byte of U+FFFE and U+FFFF (which XML cannot carry either).
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -103,6 +104,7 @@ const SPECIAL: [bool; 256] = {
         t[b] = true;
         b += 1;
     }
+    t[0xef] = true;
     t[b'&' as usize] = true;
     t[b'<' as usize] = true;
     t[b'>' as usize] = true;
@@ -111,8 +113,14 @@ const SPECIAL: [bool; 256] = {
     t
 };
 
-/// Appends `text` to `out` with the five XML special characters escaped; control characters that XML
-/// 1.0 cannot carry are written as character references so nothing is lost.
+/// Appends `text` to `out` with the five XML special characters escaped, and carriage return as a
+/// character reference (so a parser does not turn it into a newline).
+///
+/// XML 1.0 cannot carry the other control characters (but tab and newline) nor U+FFFE and U+FFFF,
+/// not even as character references: `&#1;` makes the whole reply malformed, and botocore then
+/// fails to parse an error reply instead of raising the error. They only reach a reply when an error
+/// message quotes what the client sent, so they are written as the visible text `\u0001`: the
+/// reply stays well-formed and still says what was received.
 pub fn escape_into(out: &mut String, text: &str) {
     // Most values (ids, ARNs, dates) need no escaping: copy them whole (one table look-up a byte).
     if !text.bytes().any(|b| SPECIAL[usize::from(b)]) {
@@ -127,8 +135,10 @@ pub fn escape_into(out: &mut String, text: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             '\r' => out.push_str("&#13;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {
-                let _ = write!(out, "&#{};", c as u32);
+            c if ((c as u32) < 0x20 && c != '\n' && c != '\t')
+                || matches!(c, '\u{fffe}' | '\u{ffff}') =>
+            {
+                let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }
@@ -168,11 +178,26 @@ mod tests {
             // Tab and newline are copied as they are even though they go through the slow path.
             assert_eq!(plain, !special || b == b'\t' || b == b'\n', "byte {b:#x}");
         }
-        assert_eq!(escape("é\u{1}"), "é&#1;");
+        assert_eq!(escape("é\u{1}"), "é\\u0001");
     }
 
     #[test]
-    fn control_characters_survive() {
-        assert_eq!(escape("a\rb\u{1}"), "a&#13;b&#1;");
+    fn control_characters_are_shown_in_well_formed_text() {
+        assert_eq!(
+            escape("a\rb\u{1}\u{0}\u{1f}"),
+            "a&#13;b\\u0001\\u0000\\u001f"
+        );
+        assert_eq!(
+            escape("\u{fffe}x\u{ffff}\u{fffd}\u{ef}"),
+            "\\ufffex\\uffff\u{fffd}\u{ef}"
+        );
+        // What XML 1.0 allows: tab, newline, carriage return (as a reference), and from U+0020 on,
+        // but for U+FFFE and U+FFFF. Every escaped character is one of those or markup.
+        let allowed =
+            |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{fffd}' | '\u{10000}'..);
+        let all: String = (0..0x11000u32).filter_map(char::from_u32).collect();
+        let escaped = escape(&all);
+        assert!(escaped.chars().all(allowed));
+        assert!(!escaped.contains("&#1;"));
     }
 }

@@ -45,12 +45,13 @@ pub(crate) fn path(path: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A path prefix filter: empty means everything, otherwise it must start with `/`.
+/// A path prefix filter: empty means everything, otherwise IAM's `\u002F[\u0021-\u007F]*`, at most
+/// 512 characters (DEL is allowed here though no path can hold it: such a prefix matches nothing).
 pub(crate) fn path_prefix(prefix: &str) -> Result<(), StoreError> {
     if !prefix.is_empty()
         && (!prefix.starts_with('/')
             || prefix.len() > 512
-            || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+            || !prefix.bytes().all(|b| (0x21..=0x7f).contains(&b)))
     {
         return Err(invalid(format!("invalid path prefix {prefix:?}")));
     }
@@ -181,7 +182,7 @@ mod props {
             let printable = |c: char| ('!'..='~').contains(&c);
             let path_ok = s == "/" || (s.len() >= 3 && s.len() <= 512 && s.starts_with('/') && s.ends_with('/') && s.chars().all(printable));
             prop_assert_eq!(path(&s).is_ok(), path_ok);
-            let prefix_ok = s.is_empty() || (s.starts_with('/') && s.len() <= 512 && s.chars().all(printable));
+            let prefix_ok = s.is_empty() || (s.starts_with('/') && s.len() <= 512 && s.chars().all(|c| ('!'..='\u{7f}').contains(&c)));
             prop_assert_eq!(path_prefix(&s).is_ok(), prefix_ok);
             let _ = fold(&s);
         }
