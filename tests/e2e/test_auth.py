@@ -2,6 +2,7 @@
 import datetime
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 
 import botocore.exceptions
 import pytest
@@ -128,18 +129,48 @@ def test_region_is_taken_from_the_scope(server):
         assert "Users" in server.client("iam", region=region).list_users()
 
 
-def test_invalid_action(server):
-    form = b"Action=NoSuchThing&Version=2010-05-08"
+def signed_form(server, form: bytes, service="iam"):
     import botocore.auth
     import botocore.awsrequest
     import botocore.credentials
 
     req = botocore.awsrequest.AWSRequest(method="POST", url=server.url + "/", data=form, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-    botocore.auth.SigV4Auth(botocore.credentials.Credentials(ROOT_KEY_ID, ROOT_SECRET), "iam", "us-east-1").add_auth(req)
-    prepared = req.prepare()
-    status, _, body = raw(server, body=form, headers=dict(prepared.headers))
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(ROOT_KEY_ID, ROOT_SECRET), service, "us-east-1").add_auth(req)
+    return raw(server, body=form, headers=dict(req.prepare().headers))
+
+
+def test_invalid_action(server):
+    status, _, body = signed_form(server, b"Action=NoSuchThing&Version=2010-05-08")
     assert status == 400 and "<Code>InvalidAction</Code>" in body
     assert "Could not find operation NoSuchThing for version 2010-05-08" in body
+
+
+def test_an_operation_is_found_by_its_name_and_version(server):
+    """As AWS: a query request names its API version; none, or another, finds no operation."""
+    for service, form, version in [
+        ("sts", b"Action=GetCallerIdentity", "NO_VERSION_SPECIFIED"),
+        ("sts", b"Action=GetCallerIdentity&Version=2010-05-08", "2010-05-08"),
+        ("iam", b"Action=ListUsers", "NO_VERSION_SPECIFIED"),
+        ("iam", b"Action=ListUsers&Version=2099-01-01", "2099-01-01"),
+    ]:
+        status, _, body = signed_form(server, form, service)
+        assert status == 400 and "<Code>InvalidAction</Code>" in body, (form, body)
+        action = form.split(b"&")[0].split(b"=")[1].decode()
+        assert f"<Message>Could not find operation {action} for version {version}</Message>" in body, body
+    status, _, body = signed_form(server, b"Action=GetCallerIdentity&Version=2011-06-15", "sts")
+    assert status == 200, body
+
+
+def test_a_credential_scoped_to_another_service_is_refused(server):
+    """AWS's endpoints refuse a signature scoped to another service, naming their own."""
+    for form, expected in [
+        (b"Action=ListUsers&Version=2010-05-08", "iam"),
+        (b"Action=GetCallerIdentity&Version=2011-06-15", "sts"),
+    ]:
+        status, _, body = signed_form(server, form, "ec2")
+        assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body, body
+        message = ET.fromstring(body).find("{*}Error/{*}Message").text
+        assert message == f"Credential should be scoped to correct service: '{expected}'.", body
 
 
 def test_s3_dialect(server):

@@ -108,7 +108,13 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// AWS's answer for an action the service does not have.
+/// The API version of IAM's query requests.
+pub const IAM_VERSION: &str = "2010-05-08";
+/// The API version of STS's query requests.
+pub const STS_VERSION: &str = "2011-06-15";
+
+/// AWS's answer for an action the service does not have at the `version` the request names
+/// (`NO_VERSION_SPECIFIED` when it names none).
 pub fn invalid_action(action: &str, version: &str) -> ApiError {
     ApiError::new(
         400,
@@ -535,7 +541,7 @@ impl App {
             if parsed.as_ref().is_ok_and(|p| p.is_none()) || parsed.is_err() {
                 // Without a credential scope, the parameters tell STS from IAM.
                 let action = params.get("Action").unwrap_or("");
-                if params.get("Version") == Some("2011-06-15") || sts::ACTIONS.contains(&action) {
+                if params.get("Version") == Some(STS_VERSION) || sts::ACTIONS.contains(&action) {
                     *dialect = Dialect::Sts;
                 }
             }
@@ -639,15 +645,43 @@ impl App {
         let is_sts = match service {
             "sts" => true,
             "iam" => false,
-            _ => sts::ACTIONS.contains(&action),
+            // AWS routes by endpoint, and each endpoint refuses a credential scoped to another
+            // service, naming its own; keyward has one endpoint and names the service the action
+            // belongs to.
+            _ => {
+                let expected = if sts::ACTIONS.contains(&action) {
+                    *dialect = Dialect::Sts;
+                    "sts"
+                } else {
+                    "iam"
+                };
+                return Err(ApiError::new(
+                    403,
+                    "SignatureDoesNotMatch",
+                    format!("Credential should be scoped to correct service: '{expected}'."),
+                ));
+            }
         };
+        // An operation is found by its name and the API version the request names.
+        let version = if is_sts { STS_VERSION } else { IAM_VERSION };
         if is_sts {
             *dialect = Dialect::Sts;
+        }
+        match params.get("Version") {
+            Some(v) if v == version => {}
+            other => {
+                return Err(invalid_action(
+                    action,
+                    other.unwrap_or("NO_VERSION_SPECIFIED"),
+                ))
+            }
+        }
+        if is_sts {
             sts::handle(self, caller, action, params, rid, now).await
         } else {
             *dialect = Dialect::Iam;
             if !iam::ACTIONS.contains(&action) {
-                return Err(invalid_action(action, "2010-05-08"));
+                return Err(invalid_action(action, IAM_VERSION));
             }
             iam::handle(self, caller, action, params, rid).await
         }

@@ -621,7 +621,7 @@ pub(crate) async fn handle(
                 .map_err(err)?;
             Ok(envelope(action, IAM_NS, rid, None))
         }
-        _ => Err(crate::app::invalid_action(action, "2010-05-08")),
+        _ => Err(crate::app::invalid_action(action, crate::app::IAM_VERSION)),
     }
 }
 

@@ -144,6 +144,6 @@ pub(crate) async fn handle(
                 }),
             ))
         }
-        _ => Err(crate::app::invalid_action(action, "2011-06-15")),
+        _ => Err(crate::app::invalid_action(action, crate::app::STS_VERSION)),
     }
 }
