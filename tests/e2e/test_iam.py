@@ -96,6 +96,13 @@ def test_tags(server):
     assert iam.list_user_tags(UserName="t")["Tags"] == [{"Key": "b", "Value": ""}]
     expect(lambda: iam.tag_user(UserName="t", Tags=[{"Key": "bad*key", "Value": "x"}]), "ValidationError", 400, "at 'tags.1.member.key' failed to satisfy constraint")
     expect(lambda: iam.list_user_tags(UserName="zz"), "NoSuchEntity", 404)
+    # IAM reserves the aws: prefix for tag keys and values, in any case.
+    for tag in [{"Key": "aws:x", "Value": "v"}, {"Key": "AWS:x", "Value": "v"}, {"Key": "k", "Value": "aws:v"}]:
+        expect(lambda: iam.tag_user(UserName="t", Tags=[tag]), "InvalidInput", 400, "aws:")
+    expect(lambda: iam.create_user(UserName="t2", Tags=[{"Key": "Aws:team", "Value": "x"}]), "InvalidInput", 400)
+    expect(lambda: iam.get_user(UserName="t2"), "NoSuchEntity", 404)
+    assert iam.list_user_tags(UserName="t")["Tags"] == [{"Key": "b", "Value": ""}]
+    iam.tag_user(UserName="t", Tags=[{"Key": "awsx", "Value": "aws"}])
 
 
 def test_access_keys_limit_and_lifecycle(server):

@@ -134,6 +134,26 @@ fn parse_tags(p: &Params<'_>, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
     Ok(out)
 }
 
+/// Refuses tag keys and values that begin with `aws:` (in any case): IAM reserves the prefix ("You
+/// cannot create a tag key or value that begins with the text aws:", IAM User Guide, rules for
+/// tagging). The code is the `InvalidInput` the service model lists for CreateUser and TagUser;
+/// AWS's exact wording was not found, so the message says the rule.
+fn no_reserved_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    let reserved = |s: &str| s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"));
+    match tags.iter().find(|t| reserved(&t.key) || reserved(&t.value)) {
+        None => Ok(()),
+        Some(t) => Err(ApiError::new(
+            400,
+            "InvalidInput",
+            format!(
+                "The tag {} '{}' begins with 'aws:', a prefix reserved for AWS use.",
+                if reserved(&t.key) { "key" } else { "value" },
+                if reserved(&t.key) { &t.key } else { &t.value },
+            ),
+        )),
+    }
+}
+
 /// Runs IAM `action` for `caller`; returns the response body.
 pub(crate) async fn handle(
     app: &App,
@@ -160,6 +180,7 @@ pub(crate) async fn handle(
             );
             let tags = parse_tags(p, &mut v)?;
             v.finish()?;
+            no_reserved_tags(&tags)?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
             let user = store
@@ -312,6 +333,7 @@ pub(crate) async fn handle(
             }
             let tags = parse_tags(p, &mut v)?;
             v.finish()?;
+            no_reserved_tags(&tags)?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
             store.tag_user(acct, name, &tags).await.map_err(err)?;
