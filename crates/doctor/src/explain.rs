@@ -146,7 +146,7 @@ pub const CATALOGUE: &[ErrorEntry] = &[
     ErrorEntry {
         code: "SignatureDoesNotMatch",
         aliases: &[],
-        phrases: &["signature we calculated does not match"],
+        phrases: &["signature we calculated does not match", "credential should be scoped to"],
         summary: "the key id is known, but the signature computed with the secret is wrong",
         meaning: "AWS found the access key id and recomputed the SigV4 signature with the secret it holds; the result differed from the one sent. The secret is wrong or altered, or the request was changed after signing. With the text 'Signature expired' it is a clock problem instead.",
         services: "all services that use SigV4 (JSON services call it InvalidSignatureException)",
@@ -159,6 +159,7 @@ pub const CATALOGUE: &[ErrorEntry] = &[
                 "the local clock is off by more than the allowed skew ('Signature expired')",
                 "a proxy or load balancer rewrote the host, path or headers after signing",
                 "a custom endpoint URL differs from the host that receives the request",
+                "the request was signed for another service or region than the endpoint's ('Credential should be scoped to correct service: ...' / 'to a valid region'): a signer configured by hand, or an endpoint URL of another service",
             ],
             format_and_limits: &[
                 "the secret lost a '/' or '+' when pasted through a shell, URL or CI variable",
@@ -816,6 +817,11 @@ mod tests {
             "RequestTimeTooSkewed"
         );
         assert_eq!(found("ExpiredTokenException"), "ExpiredToken");
+        // A signing scope for another service, pasted without its code.
+        assert_eq!(
+            found("Credential should be scoped to correct service: 'sts'."),
+            "SignatureDoesNotMatch"
+        );
         // Both of STS's MFA messages, which arrive as AccessDenied.
         assert_eq!(
             found("An error occurred (AccessDenied) when calling the GetSessionToken operation: MultiFactorAuthentication failed with invalid MFA one time pass code. "),
