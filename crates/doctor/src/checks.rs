@@ -589,6 +589,21 @@ fn chain_findings(r: &Resolution, env: &dyn Environment, out: &mut Vec<Finding>)
             ),
             format!("aws configure --profile {}", r.profile_name()),
         )),
+        ChainOutcome::Failed(ChainError::InvalidConfig { message, at }) => out.push(
+            Finding::new(
+                Code::InvalidConfig,
+                Severity::Error,
+                format!(
+                    "profile `{}` selects a credential provider without what it needs; the CLI stops with \"{message}\".",
+                    r.profile_name()
+                ),
+                format!(
+                    "complete the profile's settings (`aws configure sso --profile {}`), or remove the ones that select the provider",
+                    r.profile_name()
+                ),
+            )
+            .at(at.clone()),
+        ),
         ChainOutcome::Failed(ChainError::LegacyFileMissing { path }) => out.push(Finding::new(
             Code::FileUnreadable,
             Severity::Error,

@@ -89,6 +89,7 @@ pub(crate) fn chain_error_message(e: &ChainError) -> String {
         ChainError::LegacyFileMissing { path } => {
             format!("Config file {} could not be found", path.display())
         }
+        ChainError::InvalidConfig { message, .. } => message.clone(),
     }
 }
 

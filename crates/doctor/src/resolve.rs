@@ -224,6 +224,13 @@ pub enum ChainError {
         /// The path.
         path: PathBuf,
     },
+    /// botocore's `InvalidConfigError`: the profile selects a provider without what it needs.
+    InvalidConfig {
+        /// botocore's message.
+        message: String,
+        /// The option that selected the provider.
+        at: Option<Location>,
+    },
 }
 
 /// What the chain ends with.
@@ -708,6 +715,15 @@ fn resolve_endpoint(r: &Resolution, req: &Request, env: &dyn Environment) -> End
     }
 }
 
+/// The config file's `[sso-session NAME]` section (botocore splits the header like a shell
+/// command line and takes it when it has exactly the two words).
+fn sso_session<'a>(config: &'a SharedFile, name: &str) -> Option<&'a crate::ini::Section> {
+    config.ini()?.sections.iter().rev().find(|s| {
+        let mut words = s.name.split_whitespace();
+        words.next() == Some("sso-session") && words.next() == Some(name) && words.next().is_none()
+    })
+}
+
 fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainOutcome {
     use ChainOutcome::{Deferred, Failed, Static};
     // Any parse error aborts the CLI before the chain runs (session.full_config parses both files).
@@ -776,10 +792,45 @@ fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainO
             trigger: Source::env("AWS_WEB_IDENTITY_TOKEN_FILE"),
         };
     }
-    for key in ["sso_session", "sso_start_url"] {
-        if let Some(f) = get(key) {
-            return deferred(Provider::Sso, f);
+    // IAM Identity Center: botocore's SSO provider runs when the profile names sso_role_name or
+    // sso_account_id (sso_start_url or sso_session alone do not select it), and then needs all
+    // four settings, from the profile or from the [sso-session NAME] it names.
+    if let Some(f) = get("sso_role_name").or_else(|| get("sso_account_id")) {
+        let invalid = |message: String| {
+            Failed(ChainError::InvalidConfig {
+                message,
+                at: Some(f.location()),
+            })
+        };
+        let session = match get("sso_session") {
+            None => None,
+            Some(s) => match sso_session(&r.config, &s.entry.value) {
+                Some(section) => Some(section),
+                None => {
+                    return invalid(format!(
+                        "The specified sso-session does not exist: \"{}\"",
+                        s.entry.value
+                    ))
+                }
+            },
+        };
+        let missing: Vec<&str> = [
+            "sso_role_name",
+            "sso_account_id",
+            "sso_start_url",
+            "sso_region",
+        ]
+        .into_iter()
+        .filter(|k| get(k).is_none() && session.is_none_or(|s| s.get(k).is_none()))
+        .collect();
+        if !missing.is_empty() {
+            return invalid(format!(
+                "The profile \"{}\" is configured to use SSO but is missing required configuration: {}",
+                r.profile_name(),
+                missing.join(", ")
+            ));
         }
+        return deferred(Provider::Sso, f);
     }
     // shared credentials file: the section named exactly like the profile.
     if let (Some(s), Some(f)) = (view.credentials, r.credentials.ini()) {

@@ -180,6 +180,13 @@ fn scenarios() -> Vec<Scenario> {
         s!("custom file paths with $HOME", None, None, &[("AWS_SHARED_CREDENTIALS_FILE", "$HOME/.aws/other")], None),
         s!("inline comment stays in the secret", None, Some(b"[default]\naws_access_key_id = AKIARZPUZDIKGB2VALC4 # work\naws_secret_access_key = s ; x\n"), &[], None),
         s!("colon delimiter and CRLF", None, Some(b"[default]\r\naws_access_key_id: AKIARZPUZDIKGB2VALC4\r\naws_secret_access_key: s\r\n"), &[], None),
+        // SSO is selected by sso_role_name or sso_account_id only, and then needs all four settings.
+        s!("sso_start_url alone does not select SSO", Some("[profile dev]\nsso_start_url = https://x.awsapps.com/start\nsso_region = us-east-1\n"), Some(b"[dev]\naws_access_key_id = AKIARZPUZDIKGB2VALC4\naws_secret_access_key = s\n"), &[], Some("dev")),
+        s!("sso_session alone does not select SSO", Some("[profile dev]\nsso_session = s\n[sso-session s]\nsso_start_url = https://x.awsapps.com/start\nsso_region = us-east-1\n"), Some(b"[dev]\naws_access_key_id = AKIARZPUZDIKGB2VALC4\naws_secret_access_key = s\n"), &[], Some("dev")),
+        s!("sso_start_url alone, nothing else", Some("[profile a]\nsso_start_url = https://x.awsapps.com/start\n"), None, &[], Some("a")),
+        s!("sso_account_id without the rest", Some("[profile dev]\nsso_account_id = 123456789012\n"), None, &[], Some("dev")),
+        s!("sso_role_name beats credential_process but lacks the rest", Some("[profile dev]\nsso_role_name = R\ncredential_process = /bin/false\n"), None, &[], Some("dev")),
+        s!("sso_session naming no section", Some("[profile dev]\nsso_role_name = R\nsso_account_id = 123456789012\nsso_session = nope\n"), None, &[], Some("dev")),
     ]
 }
 
@@ -199,6 +206,7 @@ fn ours_as_json(o: &ChainOutcome, region: Option<String>) -> Value {
             ChainError::Partial { .. } => "PartialCredentialsError",
             ChainError::NoCredentials => "NoCredentialsError",
             ChainError::LegacyFileMissing { .. } => "ConfigNotFound",
+            ChainError::InvalidConfig { .. } => "InvalidConfigError",
         }}),
         ChainOutcome::Deferred { provider, .. } => {
             json!({"ok": false, "error": format!("deferred {}", provider.method())})

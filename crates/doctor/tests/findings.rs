@@ -111,6 +111,11 @@ fn table() -> Vec<(Code, Fixture, Fixture)> {
         (Code::EnvOverridesProfile, env_keys(base()).env("AWS_PROFILE", "dev"), base().env("AWS_PROFILE", "dev")),
         (Code::ProfileNotFound, base().env("AWS_PROFILE", "deb"), base().env("AWS_PROFILE", "dev")),
         (Code::PartialCredentials, base().creds(format!("[default]\naws_access_key_id = {K}\n")), base()),
+        (
+            Code::InvalidConfig,
+            base().config("[default]\nregion = us-east-1\nsso_account_id = 123456789012\n"),
+            base().config("[default]\nregion = us-east-1\nsso_start_url = https://x.awsapps.com/start\n"),
+        ),
         (Code::EmptyKeyId, base().creds(format!("[default]\naws_access_key_id =\naws_secret_access_key = {S}\n")), base()),
         (Code::KeyIdFormat, base().creds(creds("AKIA1234", S)), base()),
         (Code::SecretFormat, base().creds(creds(K, "tooshort")), base()),
