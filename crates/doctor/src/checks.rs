@@ -565,12 +565,25 @@ fn chain_findings(r: &Resolution, env: &dyn Environment, out: &mut Vec<Finding>)
                     "export AWS_SECRET_ACCESS_KEY=...   # or: unset AWS_ACCESS_KEY_ID".to_string(),
                     None,
                 ),
+                Provider::AssumeRole => (
+                    format!(
+                        "profile `{}` has role_arn but neither source_profile nor credential_source; the CLI stops with \"Partial credentials found in assume-role, missing: {missing}\".",
+                        r.profile_name()
+                    ),
+                    "add `source_profile = <a profile with keys>`, or `credential_source = Environment` (or Ec2InstanceMetadata, EcsContainer)".to_string(),
+                    r.get("role_arn").map(|k| k.location()),
+                ),
                 _ => {
+                    // The selected profile's keys, or those of the source profile a role reads.
                     let key = r.get("aws_access_key_id");
+                    let whose = if key.is_some() {
+                        format!("profile `{}`", r.profile_name())
+                    } else {
+                        format!("the source profile of `{}`", r.profile_name())
+                    };
                     (
                         format!(
-                            "profile `{}` has aws_access_key_id but no {missing}; the CLI stops with \"Partial credentials found in {}, missing: {missing}\".",
-                            r.profile_name(),
+                            "{whose} has aws_access_key_id but no {missing}; the CLI stops with \"Partial credentials found in {}, missing: {missing}\".",
                             provider.method()
                         ),
                         format!("add `{missing} = ...` below the key id, or: aws configure --profile {}", r.profile_name()),
@@ -589,7 +602,9 @@ fn chain_findings(r: &Resolution, env: &dyn Environment, out: &mut Vec<Finding>)
             ),
             format!("aws configure --profile {}", r.profile_name()),
         )),
-        ChainOutcome::Failed(ChainError::InvalidConfig { message, at }) => out.push(
+        ChainOutcome::Failed(
+            ChainError::InvalidConfig { message, at } | ChainError::InfiniteLoop { message, at },
+        ) => out.push(
             Finding::new(
                 Code::InvalidConfig,
                 Severity::Error,
@@ -598,7 +613,7 @@ fn chain_findings(r: &Resolution, env: &dyn Environment, out: &mut Vec<Finding>)
                     r.profile_name()
                 ),
                 format!(
-                    "complete the profile's settings (`aws configure sso --profile {}`), or remove the ones that select the provider",
+                    "complete or correct the profile's role or SSO settings (see the message), or remove the ones that select the provider (profile `{}`)",
                     r.profile_name()
                 ),
             )

@@ -224,6 +224,14 @@ pub enum ChainError {
         /// The path.
         path: PathBuf,
     },
+    /// botocore's `InfiniteLoopConfigError`: `source_profile` leads back to a profile already on
+    /// the way.
+    InfiniteLoop {
+        /// botocore's message.
+        message: String,
+        /// The role option of the profile where the loop closes.
+        at: Option<Location>,
+    },
     /// botocore's `InvalidConfigError`: the profile selects a provider without what it needs.
     InvalidConfig {
         /// botocore's message.
@@ -715,6 +723,104 @@ fn resolve_endpoint(r: &Resolution, req: &Request, env: &dyn Environment) -> End
     }
 }
 
+/// The `credential_source` values botocore's assume-role provider accepts.
+const CREDENTIAL_SOURCES: [&str; 3] = ["EcsContainer", "Ec2InstanceMetadata", "Environment"];
+
+/// What botocore's assume-role provider checks in `profile`'s role settings before calling STS
+/// (`_get_role_config`, `_validate_source_profile`, `_resolve_credentials_from_profile`), following
+/// `source_profile` from profile to profile; `visited` holds the profiles on the way, the
+/// selected one first.
+fn check_role(r: &Resolution, profile: &str, visited: &mut Vec<String>) -> Result<(), ChainError> {
+    let view = view_for(&r.config, &r.credentials, profile);
+    let get = |k: &str| r.get_in(&view, k);
+    let at = get("role_arn").map(|f| f.location());
+    let invalid = |message: String| ChainError::InvalidConfig {
+        message,
+        at: at.clone(),
+    };
+    match (get("source_profile"), get("credential_source")) {
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "The profile \"{profile}\" contains both source_profile and credential_source."
+        ))),
+        (None, None) => Err(ChainError::Partial {
+            provider: Provider::AssumeRole,
+            missing: "source_profile or credential_source".into(),
+        }),
+        (None, Some(cs)) => {
+            if CREDENTIAL_SOURCES.contains(&cs.entry.value.as_str()) {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "The credential source \"{}\" referenced in profile \"{profile}\" is not valid.",
+                    cs.entry.value
+                )))
+            }
+        }
+        (Some(sp), None) => {
+            let source = sp.entry.value.clone();
+            if !all_profiles(&r.config, &r.credentials).contains(&source) {
+                return Err(invalid(format!(
+                    "The source_profile \"{source}\" referenced in the profile \"{profile}\" does not exist."
+                )));
+            }
+            let sview = view_for(&r.config, &r.credentials, &source);
+            let sget = |k: &str| r.get_in(&sview, k);
+            let has_static =
+                sget("aws_access_key_id").is_some() || sget("aws_secret_access_key").is_some();
+            if visited.contains(&source) && (source != profile || !has_static) {
+                return Err(ChainError::InfiniteLoop {
+                    message: format!(
+                        "Infinite loop in credential configuration detected. Attempting to load from profile {source} which has already been visited. Visited profiles: [{}]",
+                        visited.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
+                    ),
+                    at: at.clone(),
+                });
+            }
+            visited.push(source.clone());
+            let role_vars = sget("role_arn").is_some()
+                && (sget("source_profile").is_some() || sget("credential_source").is_some());
+            if has_static || !role_vars {
+                // The source profile's own providers, environment variables left out: keys in
+                // either file (a key id without its secret stops the chain), or a provider that
+                // fetches credentials at run time.
+                let files = [
+                    (
+                        sview.credentials,
+                        r.credentials.ini(),
+                        Provider::SharedCredentialsFile,
+                    ),
+                    (sview.config, r.config.ini(), Provider::ConfigFile),
+                ];
+                for (section, file, provider) in files {
+                    if let (Some(s), Some(f)) = (section, file) {
+                        match static_from(f, s, provider) {
+                            Some(ChainOutcome::Failed(e)) => return Err(e),
+                            Some(_) => return Ok(()),
+                            None => {}
+                        }
+                    }
+                }
+                let fetched = [
+                    "credential_process",
+                    "sso_role_name",
+                    "sso_account_id",
+                    "web_identity_token_file",
+                    "login_session",
+                ]
+                .iter()
+                .any(|k| sget(k).is_some());
+                if fetched {
+                    return Ok(());
+                }
+                return Err(invalid(format!(
+                    "The source profile \"{source}\" must have credentials."
+                )));
+            }
+            check_role(r, &source, visited)
+        }
+    }
+}
+
 /// The config file's `[sso-session NAME]` section (botocore splits the header like a shell
 /// command line and takes it when it has exactly the two words).
 fn sso_session<'a>(config: &'a SharedFile, name: &str) -> Option<&'a crate::ini::Section> {
@@ -771,9 +877,14 @@ fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainO
             location: f.location(),
         },
     };
-    // assume-role: role_arn without web_identity_token_file.
+    // assume-role: role_arn without web_identity_token_file. botocore checks the role's settings
+    // and its source profiles before it calls STS: those failures are offline facts.
     if let Some(f) = get("role_arn") {
         if get("web_identity_token_file").is_none() {
+            if let Err(e) = check_role(r, r.profile_name(), &mut vec![r.profile_name().to_owned()])
+            {
+                return Failed(e);
+            }
             return deferred(Provider::AssumeRole, f);
         }
     }

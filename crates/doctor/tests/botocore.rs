@@ -186,6 +186,14 @@ fn scenarios() -> Vec<Scenario> {
         s!("sso_start_url alone, nothing else", Some("[profile a]\nsso_start_url = https://x.awsapps.com/start\n"), None, &[], Some("a")),
         s!("sso_account_id without the rest", Some("[profile dev]\nsso_account_id = 123456789012\n"), None, &[], Some("dev")),
         s!("sso_role_name beats credential_process but lacks the rest", Some("[profile dev]\nsso_role_name = R\ncredential_process = /bin/false\n"), None, &[], Some("dev")),
+        // Role settings botocore refuses before it calls STS.
+        s!("role_arn without a source", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\n"), None, &[], Some("r")),
+        s!("source_profile that does not exist", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = nope\n"), None, &[], Some("r")),
+        s!("source_profile and credential_source both", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = default\ncredential_source = Environment\n[default]\nregion = us-east-1\n"), None, &[], Some("r")),
+        s!("credential_source not valid", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\ncredential_source = Bogus\n"), None, &[], Some("r")),
+        s!("source profiles in a loop", Some("[profile a]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::123456789012:role/y\nsource_profile = a\n"), None, &[], Some("a")),
+        s!("source profile without credentials", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nregion = x\n"), None, &[], Some("r")),
+        s!("source profile with a key id only", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = src\n"), Some(b"[src]\naws_access_key_id = AKIARZPUZDIKGB2VALC4\n"), &[], Some("r")),
         s!("sso_session naming no section", Some("[profile dev]\nsso_role_name = R\nsso_account_id = 123456789012\nsso_session = nope\n"), None, &[], Some("dev")),
     ]
 }
@@ -207,6 +215,7 @@ fn ours_as_json(o: &ChainOutcome, region: Option<String>) -> Value {
             ChainError::NoCredentials => "NoCredentialsError",
             ChainError::LegacyFileMissing { .. } => "ConfigNotFound",
             ChainError::InvalidConfig { .. } => "InvalidConfigError",
+            ChainError::InfiniteLoop { .. } => "InfiniteLoopConfigError",
         }}),
         ChainOutcome::Deferred { provider, .. } => {
             json!({"ok": false, "error": format!("deferred {}", provider.method())})
