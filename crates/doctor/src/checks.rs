@@ -13,6 +13,29 @@ use crate::resolve::{
 };
 
 /// Keys that hold key material.
+/// Options botocore and the CLI use as plain strings: a nested block there (nothing after `=`,
+/// indented `key = value` lines below) reaches them as a map, and the CLI fails on it.
+const STRING_KEYS: &[&str] = &[
+    "region",
+    "output",
+    "role_arn",
+    "source_profile",
+    "credential_source",
+    "credential_process",
+    "role_session_name",
+    "external_id",
+    "mfa_serial",
+    "duration_seconds",
+    "web_identity_token_file",
+    "sso_session",
+    "sso_start_url",
+    "sso_region",
+    "sso_account_id",
+    "sso_role_name",
+    "endpoint_url",
+    "ca_bundle",
+];
+
 const CREDENTIAL_KEYS: &[&str] = &[
     "aws_access_key_id",
     "aws_secret_access_key",
@@ -232,6 +255,28 @@ fn entry_findings(ini: &IniFile, section: &str, e: &Entry, out: &mut Vec<Finding
                     e.continuation_lines.len() + 1
                 ),
                 format!("remove the leading whitespace on line {first} of '{path}'"),
+            )
+            .at(Some(Location::new(&ini.path, ini::Pos { line: first, col: 1 }))),
+        );
+    }
+    if e.is_nested() && (is_cred || STRING_KEYS.contains(&e.key.as_str())) && e.nested().is_ok() {
+        let first = e
+            .continuation_lines
+            .first()
+            .copied()
+            .unwrap_or(e.key_pos.line + 1);
+        out.push(
+            Finding::new(
+                Code::ContinuationLine,
+                Severity::Error,
+                format!(
+                    "`{}` in [{section}] (line {}) has nothing after `=` and indented `key = value` lines below it: botocore reads it as a nested block, a map instead of a value, and the CLI fails with a type error when it uses `{}`.",
+                    e.key, e.key_pos.line, e.key
+                ),
+                format!(
+                    "put the value on line {} after `{} =`, and remove the indented lines below it in '{path}'",
+                    e.key_pos.line, e.raw_key
+                ),
             )
             .at(Some(Location::new(&ini.path, ini::Pos { line: first, col: 1 }))),
         );

@@ -184,6 +184,37 @@ fn every_case_triggers_its_code_and_its_twin_does_not() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A value that starts on the next line as indented `key = value` pairs is a nested block to
+/// botocore (a map), which the CLI cannot use as a region or a key: an error, where a nested block
+/// under `s3` (what nesting is for) is not.
+#[test]
+fn nested_blocks_where_a_value_belongs_are_errors() {
+    let bad = base()
+        .config("[default]\nregion =\n  us-east-1 = x\n")
+        .run();
+    let f = bad
+        .findings
+        .iter()
+        .find(|f| f.code == Code::ContinuationLine)
+        .expect("a continuation-line finding");
+    assert_eq!(f.severity, Severity::Error);
+    assert!(f.message.contains("nested block"), "{}", f.message);
+    let keys = base()
+        .creds(format!(
+            "[default]\naws_access_key_id =\n  a = b\naws_secret_access_key = {S}\n"
+        ))
+        .run();
+    assert!(codes(&keys).contains(&Code::ContinuationLine));
+    let fine = base()
+        .config("[default]\nregion = us-east-1\ns3 =\n  max_concurrent_requests = 20\n")
+        .run();
+    assert!(
+        !codes(&fine).contains(&Code::ContinuationLine),
+        "{:?}",
+        codes(&fine)
+    );
+}
+
 #[test]
 fn every_offline_code_has_a_case() {
     let covered: Vec<Code> = table().into_iter().map(|(c, _, _)| c).collect();
