@@ -255,7 +255,11 @@ pub(crate) fn write_text(report: &Report, style: Style, out: &mut dyn Write) -> 
             out,
             "{:>10} {:>24} {:>24}    {}",
             r.name,
-            r.value.as_deref().unwrap_or("<not set>"),
+            // Shown escaped: a value holding a newline or an invisible character (a nested block
+            // read as a region, a stray control character) must not break or hide in the table.
+            r.value
+                .as_deref()
+                .map_or_else(|| "<not set>".to_string(), crate::ini::escape),
             r.kind.as_deref().unwrap_or("None"),
             location
         )?;

@@ -189,9 +189,15 @@ fn every_case_triggers_its_code_and_its_twin_does_not() {
 /// under `s3` (what nesting is for) is not.
 #[test]
 fn nested_blocks_where_a_value_belongs_are_errors() {
-    let bad = base()
-        .config("[default]\nregion =\n  us-east-1 = x\n")
-        .run();
+    let nested = base().config("[default]\nregion =\n  us-east-1 = x\n");
+    // The table shows the joined text escaped, on one line.
+    let (_, text) = run_cli(&nested, false, |_| {});
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("region "))
+        .unwrap();
+    assert!(row.contains("\\nus-east-1 = x"), "{row}");
+    let bad = nested.run();
     let f = bad
         .findings
         .iter()
