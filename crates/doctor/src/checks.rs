@@ -12,7 +12,6 @@ use crate::resolve::{
     ResolvedCredentials, SharedFile, Source,
 };
 
-/// Keys that hold key material.
 /// Options botocore and the CLI use as plain strings: a nested block there (nothing after `=`,
 /// indented `key = value` lines below) reaches them as a map, and the CLI fails on it.
 const STRING_KEYS: &[&str] = &[
@@ -36,6 +35,7 @@ const STRING_KEYS: &[&str] = &[
     "ca_bundle",
 ];
 
+/// Keys that hold key material.
 const CREDENTIAL_KEYS: &[&str] = &[
     "aws_access_key_id",
     "aws_secret_access_key",

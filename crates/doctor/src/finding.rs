@@ -40,7 +40,8 @@ codes! {
     ProfileNotFound = "profile-not-found",
     /// A key id without a secret (or a secret without a key id).
     PartialCredentials = "partial-credentials",
-    /// The profile selects a provider without the settings it needs (botocore's InvalidConfigError).
+    /// The profile selects a provider without the settings it needs, or its source profiles loop
+    /// (botocore's InvalidConfigError, InfiniteLoopConfigError).
     InvalidConfig = "invalid-config",
     /// `aws_access_key_id =` with nothing after it: present, so it wins, and unusable.
     EmptyKeyId = "empty-key-id",

@@ -777,8 +777,8 @@ fn check_role(r: &Resolution, profile: &str, visited: &mut Vec<String>) -> Resul
                 });
             }
             visited.push(source.clone());
-            let role_vars = sget("role_arn").is_some()
-                && (sget("source_profile").is_some() || sget("credential_source").is_some());
+            // botocore's `_has_assume_role_config_vars`: a role not meant for web identity.
+            let role_vars = sget("role_arn").is_some() && sget("web_identity_token_file").is_none();
             if has_static || !role_vars {
                 // The source profile's own providers, environment variables left out: keys in
                 // either file (a key id without its secret stops the chain), or a provider that

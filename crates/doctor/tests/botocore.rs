@@ -193,6 +193,7 @@ fn scenarios() -> Vec<Scenario> {
         s!("credential_source not valid", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\ncredential_source = Bogus\n"), None, &[], Some("r")),
         s!("source profiles in a loop", Some("[profile a]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::123456789012:role/y\nsource_profile = a\n"), None, &[], Some("a")),
         s!("source profile without credentials", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nregion = x\n"), None, &[], Some("r")),
+        s!("source profile with a role and no source", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::123456789012:role/y\n"), None, &[], Some("r")),
         s!("source profile with a key id only", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = src\n"), Some(b"[src]\naws_access_key_id = AKIARZPUZDIKGB2VALC4\n"), &[], Some("r")),
         s!("sso_session naming no section", Some("[profile dev]\nsso_role_name = R\nsso_account_id = 123456789012\nsso_session = nope\n"), None, &[], Some("dev")),
     ]

@@ -663,10 +663,12 @@ impl App {
             }
         };
         // An operation is found by its name and the API version the request names.
-        let version = if is_sts { STS_VERSION } else { IAM_VERSION };
-        if is_sts {
-            *dialect = Dialect::Sts;
-        }
+        let (version, answer_as) = if is_sts {
+            (STS_VERSION, Dialect::Sts)
+        } else {
+            (IAM_VERSION, Dialect::Iam)
+        };
+        *dialect = answer_as;
         match params.get("Version") {
             Some(v) if v == version => {}
             other => {
@@ -679,7 +681,6 @@ impl App {
         if is_sts {
             sts::handle(self, caller, action, params, rid, now).await
         } else {
-            *dialect = Dialect::Iam;
             if !iam::ACTIONS.contains(&action) {
                 return Err(invalid_action(action, IAM_VERSION));
             }
