@@ -57,8 +57,10 @@ def test_session_token_for_user_works_and_identifies_user(server):
     sts = server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
     ident = sts.get_caller_identity()
     assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/bob"
-    # The temporary key id encodes the account too.
-    assert sts.get_access_key_info(AccessKeyId=creds["AccessKeyId"])["Account"] == ACCOUNT
+    # The temporary key id encodes the account too (asked with the long-term key: session
+    # credentials may not call GetAccessKeyInfo).
+    long_term = server.client("sts", kid, secret)
+    assert long_term.get_access_key_info(AccessKeyId=creds["AccessKeyId"])["Account"] == ACCOUNT
     # And it works from the aws CLI.
     _, out, _ = server.aws("sts", "get-caller-identity", key_id=creds["AccessKeyId"], secret=creds["SecretAccessKey"], token=creds["SessionToken"])
     assert out["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/bob"
@@ -160,6 +162,41 @@ def test_deleted_user_sessions_are_refused(server):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]).get_caller_identity()
     assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+
+
+def test_sessions_belong_to_the_user_id_not_the_name(server):
+    """As in IAM, a session is its user's unique id's: it follows a rename, and a new user who
+    takes a deleted user's name does not inherit the old user's sessions."""
+    iam = server.client("iam")
+    kid, secret = new_user_with_key(server, "erin")
+    old_id = iam.get_user(UserName="erin")["User"]["UserId"]
+    creds = server.client("sts", kid, secret).get_session_token()["Credentials"]
+    session = server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    assert session.get_caller_identity()["UserId"] == old_id
+    iam.update_user(UserName="erin", NewUserName="erin-old")
+    ident = session.get_caller_identity()
+    assert (ident["UserId"], ident["Arn"]) == (old_id, f"arn:aws:iam::{ACCOUNT}:user/erin-old")
+    # Another user named erin: the session still is the old one's.
+    iam.create_user(UserName="erin")
+    assert session.get_caller_identity()["UserId"] == old_id
+    # The old user deleted: its session ends, whoever is called erin-old next.
+    iam.delete_access_key(UserName="erin-old", AccessKeyId=kid)
+    iam.delete_user(UserName="erin-old")
+    iam.update_user(UserName="erin", NewUserName="erin-old")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        session.get_caller_identity()
+    assert error_of(e)[:2] == ("InvalidClientTokenId", 403)
+
+
+def test_session_credentials_may_call_only_get_caller_identity_of_the_sts_actions(server):
+    """GetSessionToken's documentation: with its credentials no STS API but AssumeRole,
+    GetCallerIdentity (and newer token APIs) may be called."""
+    creds = server.client("sts").get_session_token()["Credentials"]
+    sts = server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sts.get_access_key_info(AccessKeyId=creds["AccessKeyId"])
+    assert error_of(e) == ("AccessDenied", 403, "Cannot call GetAccessKeyInfo with session credentials")
+    assert sts.get_caller_identity()["Account"] == ACCOUNT
 
 
 def test_presigned_get_caller_identity(server):

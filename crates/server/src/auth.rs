@@ -344,9 +344,11 @@ impl<'r> Check<'r> {
             let verified = self.verify(Ok(&claims.secret))?;
             let identity = match &claims.user {
                 None => Identity::Root,
-                Some((name, _)) => {
-                    // The session ends with its user: a deleted user's sessions are refused.
-                    session_user(app, &claims.account_id, name)
+                Some((_, user_id)) => {
+                    // A session belongs to its user's unique id, as in IAM: it follows a rename,
+                    // and ends with its user (a deleted user's sessions are refused, even once a
+                    // new user takes the name).
+                    session_user(app, &claims.account_id, user_id)
                         .await?
                         .ok_or_else(ApiError::invalid_client_token_id)?
                 }
@@ -464,20 +466,20 @@ pub async fn refresh_keys(app: &App) -> Result<usize, keyward_store::StoreError>
     Ok(n)
 }
 
-/// The identity of the IAM user behind session credentials, from the cache or the store;
-/// `None` if the user no longer exists.
+/// The identity of the IAM user behind session credentials (by its unique id), from the cache or
+/// the store; `None` if the user no longer exists.
 async fn session_user(
     app: &App,
     account_id: &str,
-    name: &str,
+    user_id: &str,
 ) -> Result<Option<Identity>, ApiError> {
-    if let Some(identity) = app.key_cache().get_user(account_id, name) {
+    if let Some(identity) = app.key_cache().get_user(account_id, user_id) {
         return Ok(Some(identity));
     }
     let ticket = app.key_cache().ticket();
     let Some(user) = app
         .store()
-        .get_user(account_id, name)
+        .get_user_by_id(account_id, user_id)
         .await
         .map_err(|e| app.store_error(e))?
     else {
@@ -489,7 +491,7 @@ async fn session_user(
         user_id: user.user_id,
     };
     app.key_cache()
-        .insert_user(ticket, account_id, name, identity.clone());
+        .insert_user(ticket, account_id, user_id, identity.clone());
     Ok(Some(identity))
 }
 

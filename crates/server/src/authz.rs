@@ -57,12 +57,24 @@ pub fn authorize_iam(
 }
 
 /// Checks an STS `action`.
+/// The STS actions that session credentials (from GetSessionToken) may call.
+const SESSION_STS_ACTIONS: &[&str] = &[
+    "AssumeRole",
+    "GetCallerIdentity",
+    "GetScopedCredentials",
+    "GetWebIdentityToken",
+    "GetDelegatedAccessToken",
+];
+
 pub fn authorize_sts(caller: &Caller, action: &str) -> Result<(), ApiError> {
-    if action == "GetSessionToken" && caller.is_session() {
+    // GetSessionToken's documentation: with its credentials "you cannot call any STS API except
+    // AssumeRole, GetCallerIdentity, ..."; the refusal's wording is the one AWS sends for
+    // GetSessionToken (and GetFederationToken) called so.
+    if caller.is_session() && !SESSION_STS_ACTIONS.contains(&action) {
         return Err(ApiError::new(
             403,
             "AccessDenied",
-            "Cannot call GetSessionToken with session credentials",
+            format!("Cannot call {action} with session credentials"),
         ));
     }
     Ok(())

@@ -119,8 +119,9 @@ struct CachedUser {
     fetched: Instant,
 }
 
-/// A bounded map from access key id to [`CachedKey`], and one from (account, folded user name) to
-/// the session user's identity; both are bounded, expire and are evicted alike.
+/// A bounded map from access key id to [`CachedKey`], and one from (account, user id) to the
+/// session user's identity; both are bounded, expire and are evicted alike (a session user by its
+/// current name).
 #[derive(Debug)]
 pub struct KeyCache {
     /// Bumped by every eviction, under the map's write lock: an entry read from the store before an
@@ -307,16 +308,16 @@ impl KeyCache {
         entry
     }
 
-    /// The fresh identity of the user `name` (any case) of `account_id`, if cached.
-    pub fn get_user(&self, account_id: &str, name: &str) -> Option<Identity> {
+    /// The fresh identity of the user whose unique id is `user_id` in `account_id`, if cached.
+    pub fn get_user(&self, account_id: &str, user_id: &str) -> Option<Identity> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let e = users.get(&(account_id.to_owned(), name.to_ascii_lowercase()))?;
+        let e = users.get(&(account_id.to_owned(), user_id.to_owned()))?;
         (e.fetched.elapsed() < self.ttl).then(|| e.identity.clone())
     }
 
-    /// Stores the identity of the user `name` of `account_id`, read from the store after `ticket`
-    /// was taken (skipped if an eviction came in between).
-    pub fn insert_user(&self, ticket: Ticket, account_id: &str, name: &str, identity: Identity) {
+    /// Stores the identity of the user `user_id` of `account_id`, read from the store after
+    /// `ticket` was taken (skipped if an eviction came in between).
+    pub fn insert_user(&self, ticket: Ticket, account_id: &str, user_id: &str, identity: Identity) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) != ticket.generation {
             return;
@@ -329,7 +330,7 @@ impl KeyCache {
             }
         }
         users.insert(
-            (account_id.to_owned(), name.to_ascii_lowercase()),
+            (account_id.to_owned(), user_id.to_owned()),
             CachedUser {
                 identity,
                 fetched: Instant::now(),
@@ -360,8 +361,12 @@ impl KeyCache {
     pub fn evict_owner(&self, account_id: &str, user_name: Option<&str>) {
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
-        users.retain(|(acct, name), _| {
-            acct != account_id || user_name.is_some_and(|u| !name.eq_ignore_ascii_case(u))
+        users.retain(|(acct, _), e| {
+            acct != account_id
+                || user_name.is_some_and(|u| match &e.identity {
+                    Identity::User { name, .. } => !name.eq_ignore_ascii_case(u),
+                    _ => true,
+                })
         });
         drop(users);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
@@ -390,33 +395,38 @@ mod tests {
     }
 
     #[test]
-    fn session_users_are_found_ignoring_case_and_evicted_with_their_owner() {
+    fn session_users_are_found_by_id_and_evicted_with_their_owner_by_name() {
         let cache = KeyCache::new(Duration::from_secs(60), 10);
-        cache.insert_user(cache.ticket(), "123456789012", "Alice", user("Alice"));
-        cache.insert_user(cache.ticket(), "123456789012", "bob", user("bob"));
-        assert_eq!(cache.get_user("123456789012", "alice"), Some(user("Alice")));
-        assert_eq!(cache.get_user("210987654321", "alice"), None);
-        cache.evict_owner("123456789012", Some("ALICE"));
+        cache.insert_user(cache.ticket(), "123456789012", "AIDAAlice", user("Alice"));
+        cache.insert_user(cache.ticket(), "123456789012", "AIDAbob", user("bob"));
+        assert_eq!(
+            cache.get_user("123456789012", "AIDAAlice"),
+            Some(user("Alice"))
+        );
+        assert_eq!(cache.get_user("210987654321", "AIDAAlice"), None);
+        // The name is not a key: another user id (a new user who took the name) is not found.
         assert_eq!(cache.get_user("123456789012", "Alice"), None);
-        assert_eq!(cache.get_user("123456789012", "bob"), Some(user("bob")));
+        cache.evict_owner("123456789012", Some("ALICE"));
+        assert_eq!(cache.get_user("123456789012", "AIDAAlice"), None);
+        assert_eq!(cache.get_user("123456789012", "AIDAbob"), Some(user("bob")));
         cache.evict_owner("123456789012", None);
-        assert_eq!(cache.get_user("123456789012", "bob"), None);
-        cache.insert_user(cache.ticket(), "123456789012", "carol", user("carol"));
+        assert_eq!(cache.get_user("123456789012", "AIDAbob"), None);
+        cache.insert_user(cache.ticket(), "123456789012", "AIDAcarol", user("carol"));
         cache.clear();
-        assert_eq!(cache.get_user("123456789012", "carol"), None);
+        assert_eq!(cache.get_user("123456789012", "AIDAcarol"), None);
     }
 
     #[test]
     fn session_users_expire_and_stay_bounded() {
         let cache = KeyCache::new(Duration::ZERO, 2);
-        cache.insert_user(cache.ticket(), "123456789012", "a", user("a"));
-        assert_eq!(cache.get_user("123456789012", "a"), None);
+        cache.insert_user(cache.ticket(), "123456789012", "AIDAa", user("a"));
+        assert_eq!(cache.get_user("123456789012", "AIDAa"), None);
         let cache = KeyCache::new(Duration::from_secs(60), 2);
         for n in ["a", "b", "c"] {
-            cache.insert_user(cache.ticket(), "123456789012", n, user(n));
+            cache.insert_user(cache.ticket(), "123456789012", &format!("AIDA{n}"), user(n));
         }
         assert!(cache.users.read().unwrap().len() <= 2);
-        assert_eq!(cache.get_user("123456789012", "c"), Some(user("c")));
+        assert_eq!(cache.get_user("123456789012", "AIDAc"), Some(user("c")));
     }
 
     #[test]

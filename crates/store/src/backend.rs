@@ -59,6 +59,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User>;
     /// Matches the name ignoring ASCII case.
     async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>>;
+    /// The user with this unique id (`AIDA...`) in the account, whatever its name is now.
+    async fn get_user_by_id(&self, account_id: &str, user_id: &str) -> Result<Option<User>>;
     /// Users whose path starts with `path_prefix`, sorted by folded name, strictly after the folded
     /// name `after`, at most `limit`.
     async fn list_users(

@@ -467,6 +467,17 @@ impl Store {
         self.backend().get_user(account_id, name).await
     }
 
+    /// The user with this unique id (`AIDA` + 17) in the account, whatever it is named now: the
+    /// principal that session credentials belong to. `None` for an id no user has (a deleted
+    /// user's, even if a new user took its name).
+    pub async fn get_user_by_id(
+        &self,
+        account_id: &str,
+        user_id: &str,
+    ) -> Result<Option<User>, StoreError> {
+        self.backend().get_user_by_id(account_id, user_id).await
+    }
+
     /// One page of the account's users whose path starts with `path_prefix` (`""` or `"/"` for
     /// all), sorted by name ignoring case, starting after `marker` (from a previous page's
     /// `next_marker`), at most `max_items` (1 to [`MAX_ITEMS`]).

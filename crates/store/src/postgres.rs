@@ -990,6 +990,30 @@ impl Backend for PgBackend {
             .await
     }
 
+    async fn get_user_by_id(&self, account_id: &str, user_id: &str) -> Result<Option<User>> {
+        let (account_id, user_id) = (owned(account_id), owned(user_id));
+        self.read(move |tx| {
+            Box::pin(async move {
+                let found = opt_row(
+                    tx,
+                    "SELECT account_id, name, user_id, path, created_ms FROM users
+                     WHERE account_id = $1 AND user_id = $2",
+                    &[&account_id, &user_id],
+                )
+                .await?;
+                match found {
+                    Some(r) => {
+                        let mut u = user_row(&r)?;
+                        u.tags = user_tags(tx, &u.user_id).await?;
+                        Ok(Some(u))
+                    }
+                    None => Ok(None),
+                }
+            })
+        })
+        .await
+    }
+
     async fn list_users(
         &self,
         account_id: &str,

@@ -707,6 +707,29 @@ impl Backend for SqliteBackend {
         self.read(move |tx| find_user(tx, &account_id, &name)).await
     }
 
+    async fn get_user_by_id(&self, account_id: &str, user_id: &str) -> Result<Option<User>> {
+        let (account_id, user_id) = (owned(account_id), owned(user_id));
+        self.read(move |tx| {
+            let user = tx
+                .query_row(
+                    &format!(
+                        "SELECT {USER_COLS} FROM users WHERE account_id = ?1 AND user_id = ?2"
+                    ),
+                    params![account_id, user_id],
+                    user_row,
+                )
+                .optional()?;
+            match user {
+                Some(mut u) => {
+                    u.tags = user_tags(tx, &u.user_id)?;
+                    Ok(Some(u))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn list_users(
         &self,
         account_id: &str,
