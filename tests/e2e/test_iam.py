@@ -103,6 +103,16 @@ def test_tags(server):
     expect(lambda: iam.get_user(UserName="t2"), "NoSuchEntity", 404)
     assert iam.list_user_tags(UserName="t")["Tags"] == [{"Key": "b", "Value": ""}]
     iam.tag_user(UserName="t", Tags=[{"Key": "awsx", "Value": "aws"}])
+    # A key twice, in any case: IAM's InvalidInput.
+    dup = [{"Key": "team", "Value": "a"}, {"Key": "TEAM", "Value": "b"}]
+    for call in (lambda: iam.tag_user(UserName="t", Tags=dup), lambda: iam.create_user(UserName="t3", Tags=dup)):
+        expect(call, "InvalidInput", 400, "Duplicate tag keys found. Please note that Tag keys are case insensitive.")
+    # UntagUser reports a bad key at the list, with every constraint of its members.
+    raw = server.client("iam", parameter_validation=False)
+    msg = expect(lambda: raw.untag_user(UserName="t", TagKeys=["bad!key"]), "ValidationError", 400)
+    assert msg == (r"1 validation error detected: Value at 'tagKeys' failed to satisfy constraint: Member must satisfy constraint: "
+                   r"[Member must have length less than or equal to 128, Member must have length greater than or equal to 1, "
+                   r"Member must satisfy regular expression pattern: [\p{L}\p{Z}\p{N}_.:/=+\-@]+, Member must not be null]"), msg
 
 
 def test_access_keys_limit_and_lifecycle(server):
@@ -134,6 +144,11 @@ def test_access_key_of_another_user_is_not_found(server):
     expect(lambda: iam.update_access_key(UserName="ua", AccessKeyId=ka, Status="Expired"), "InvalidInput", 400)
 
 
+def test_last_used_of_an_unknown_key_is_denied_in_iams_words(server):
+    msg = expect(lambda: server.client("iam").get_access_key_last_used(AccessKeyId="AKIAIOSFODNN7EXAMPLE"), "AccessDenied", 403)
+    assert msg == f"User: arn:aws:iam::{ACCOUNT}:root is not authorized to perform iam:GetAccessKeyLastUsed on resource: access key AKIAIOSFODNN7EXAMPLE"
+
+
 def test_last_used(server):
     kid, secret = new_user_with_key(server, "lu")
     iam = server.client("iam")
@@ -148,18 +163,26 @@ def test_last_used(server):
 def test_validation_errors(server):
     iam = server.client("iam", parameter_validation=False)
     msg = expect(lambda: iam.create_user(UserName="bad name!"), "ValidationError", 400)
-    assert msg == r"1 validation error detected: Value 'bad name!' at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\w+=,.@-]+"
+    # IAM's messages name the member, not its value (recorded from AWS in LocalStack's validated
+    # IAM snapshots; STS's still quote it).
+    assert msg == r"1 validation error detected: Value at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\w+=,.@-]+"
     expect(lambda: iam.get_user(UserName="x" * 200), "ValidationError", 400, "Member must have length less than or equal to 128")
     expect(lambda: iam.create_user(UserName="x" * 65), "ValidationError", 400, "Member must have length less than or equal to 64")
     expect(lambda: iam.create_user(UserName="ok", Path="noslash"), "ValidationError", 400, "at 'path'")
     expect(lambda: iam.list_users(MaxItems=0), "ValidationError", 400, "Member must have value greater than or equal to 1")
-    expect(lambda: iam.update_access_key(AccessKeyId="AKIAQAAAAAAAAAAAAAAA", Status="On"), "ValidationError", 400, "Member must satisfy enum value set: [Active, Inactive, Expired]")
+    expect(lambda: iam.update_access_key(AccessKeyId="AKIAQAAAAAAAAAAAAAAA", Status="On"), "ValidationError", 400, "Value at 'status' failed to satisfy constraint: Member must satisfy enum value set")
     msg = expect(lambda: iam.create_user(), "ValidationError", 400)
-    assert "Value null at 'userName' failed to satisfy constraint: Member must not be null" in msg
+    assert "Value at 'userName' failed to satisfy constraint: Member must not be null" in msg
     # A control character quoted back stays well-formed XML (boto3 raises the error instead of
-    # failing to parse the reply), shown as text.
-    msg = expect(lambda: iam.get_user(UserName="a\x01b"), "ValidationError", 400)
-    assert "Value 'a\\u0001b' at 'userName'" in msg, msg
+    # failing to parse the reply), shown as text: STS quotes values.
+    sts = server.client("sts", parameter_validation=False)
+    msg = expect(lambda: sts.get_session_token(SerialNumber="arn:aws:iam::1:mfa/a\x01b"), "ValidationError", 400)
+    assert "Value 'arn:aws:iam::1:mfa/a\\u0001b' at 'serialNumber'" in msg, msg
+    # A well-formed name longer than any user's (65 to 128 characters) names nobody.
+    for call in (lambda n: iam.get_user(UserName=n), lambda n: iam.delete_user(UserName=n),
+                 lambda n: iam.create_access_key(UserName=n), lambda n: iam.list_user_tags(UserName=n),
+                 lambda n: iam.tag_user(UserName=n, Tags=[{"Key": "k", "Value": "v"}])):
+        expect(lambda: call("a" * 100), "NoSuchEntity", 404, f"The user with name {'a' * 100} cannot be found.")
     # IAM's pathPrefixType allows DEL, which no path can hold: nothing matches.
     assert iam.list_users(PathPrefix="/\x7f")["Users"] == []
 
@@ -178,8 +201,13 @@ def test_user_self_service_and_access_denied(server):
     assert msg.startswith(f"User: {arn} is not authorized to perform: iam:ListUsers on resource: ")
     assert msg.endswith("because no identity-based policy allows the iam:ListUsers action")
     expect(lambda: me.create_user(UserName="x"), "AccessDenied", 403, "iam:CreateUser")
-    expect(lambda: me.get_user(UserName="other"), "AccessDenied", 403, f"on resource: arn:aws:iam::{ACCOUNT}:user/other")
-    expect(lambda: me.create_access_key(UserName="other"), "AccessDenied", 403)
+    # CreateUser names the user by ARN (with its path), the older actions as `user NAME` (as in
+    # AccessDenied messages of AWS quoted in public reports).
+    expect(lambda: me.create_user(UserName="x", Path="/team/"), "AccessDenied", 403, f"on resource: arn:aws:iam::{ACCOUNT}:user/team/x because")
+    expect(lambda: me.get_user(UserName="other"), "AccessDenied", 403, f"User: {arn} is not authorized to perform: iam:GetUser on resource: user other because no identity-based policy allows the iam:GetUser action")
+    expect(lambda: me.create_access_key(UserName="other"), "AccessDenied", 403, "iam:CreateAccessKey on resource: user other because")
+    expect(lambda: me.list_access_keys(UserName="other"), "AccessDenied", 403, "iam:ListAccessKeys on resource: user other because")
+    expect(lambda: me.tag_user(UserName="other", Tags=[]), "AccessDenied", 403, f"iam:TagUser on resource: arn:aws:iam::{ACCOUNT}:user/other because")
     expect(lambda: me.list_account_aliases(), "AccessDenied", 403)
 
 

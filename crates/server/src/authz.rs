@@ -56,7 +56,6 @@ pub fn authorize_iam(
     }
 }
 
-/// Checks an STS `action`.
 /// The STS actions that session credentials (from GetSessionToken) may call.
 const SESSION_STS_ACTIONS: &[&str] = &[
     "AssumeRole",
@@ -66,6 +65,7 @@ const SESSION_STS_ACTIONS: &[&str] = &[
     "GetDelegatedAccessToken",
 ];
 
+/// Checks an STS `action`.
 pub fn authorize_sts(caller: &Caller, action: &str) -> Result<(), ApiError> {
     // GetSessionToken's documentation: with its credentials "you cannot call any STS API except
     // AssumeRole, GetCallerIdentity, ..."; the refusal's wording is the one AWS sends for

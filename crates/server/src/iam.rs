@@ -30,8 +30,17 @@ pub(crate) const ACTIONS: &[&str] = &[
     "DeleteAccountAlias",
 ];
 
+/// A user as IAM's newer actions (CreateUser, the tagging ones) name it in a denial: its ARN.
 fn user_resource(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:user/{name}")
+}
+
+/// A user as IAM's older actions (GetUser, UpdateUser, DeleteUser and the access-key ones) name
+/// it in a denial: `user NAME`, as real AccessDenied messages quoted in public reports show
+/// ("... is not authorized to perform: iam:CreateAccessKey on resource: user mella-admin because
+/// no identity-based policy allows ...").
+fn user_named(name: &str) -> String {
+    format!("user {name}")
 }
 
 fn write_user(w: &mut XmlWriter, u: &User, with_tags: bool) {
@@ -134,11 +143,21 @@ fn parse_tags(p: &Params<'_>, v: &mut Validator) -> Result<Vec<Tag>, ApiError> {
     Ok(out)
 }
 
-/// Refuses tag keys and values that begin with `aws:` (in any case): IAM reserves the prefix ("You
-/// cannot create a tag key or value that begins with the text aws:", IAM User Guide, rules for
-/// tagging). The code is the `InvalidInput` the service model lists for CreateUser and TagUser;
-/// AWS's exact wording was not found, so the message says the rule.
-fn no_reserved_tags(tags: &[Tag]) -> Result<(), ApiError> {
+/// Refuses a key given twice (ignoring case), with IAM's code and message (LocalStack's validated
+/// snapshots of CreateRole with duplicate tags); and tag keys and values that begin with `aws:`
+/// (in any case): IAM reserves the prefix ("You cannot create a tag key or value that begins with
+/// the text aws:", IAM User Guide, rules for tagging). The code is the `InvalidInput` the service
+/// model lists for CreateUser and TagUser; AWS's exact wording was not found, so the message says
+/// the rule.
+fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    if !tags.iter().all(|t| seen.insert(t.key.to_ascii_lowercase())) {
+        return Err(ApiError::new(
+            400,
+            "InvalidInput",
+            "Duplicate tag keys found. Please note that Tag keys are case insensitive.",
+        ));
+    }
     let reserved = |s: &str| s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"));
     match tags.iter().find(|t| reserved(&t.key) || reserved(&t.value)) {
         None => Ok(()),
@@ -165,7 +184,7 @@ pub(crate) async fn handle(
     let acct = caller.account_id();
     let store = app.store();
     let err = |e| app.store_error(e);
-    let mut v = Validator::new();
+    let mut v = Validator::without_values();
     match action {
         "CreateUser" => {
             let name = v.string("userName", p.get("UserName"), validate::USER_NAME, true);
@@ -180,9 +199,14 @@ pub(crate) async fn handle(
             );
             let tags = parse_tags(p, &mut v)?;
             v.finish()?;
-            no_reserved_tags(&tags)?;
+            check_tags(&tags)?;
             let name = name.unwrap_or_default();
-            authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
+            authorize_iam(
+                caller,
+                action,
+                Some(name),
+                &user_resource(acct, &format!("{}{name}", path.trim_start_matches('/'))),
+            )?;
             let user = store
                 .create_user(acct, name, path, &tags)
                 .await
@@ -203,12 +227,7 @@ pub(crate) async fn handle(
             );
             v.finish()?;
             let target = name.or(caller.user_name());
-            authorize_iam(
-                caller,
-                action,
-                name,
-                &user_resource(acct, target.unwrap_or("")),
-            )?;
+            authorize_iam(caller, action, name, &user_named(target.unwrap_or("")))?;
             match target {
                 None => {
                     // Root asking about itself.
@@ -299,7 +318,7 @@ pub(crate) async fn handle(
             );
             v.finish()?;
             let name = name.unwrap_or_default();
-            authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
+            authorize_iam(caller, action, Some(name), &user_named(name))?;
             store
                 .update_user(acct, name, new_name, new_path)
                 .await
@@ -316,7 +335,7 @@ pub(crate) async fn handle(
             );
             v.finish()?;
             let name = name.unwrap_or_default();
-            authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
+            authorize_iam(caller, action, Some(name), &user_named(name))?;
             store.delete_user(acct, name).await.map_err(err)?;
             app.key_cache().evict_owner(acct, Some(name));
             Ok(envelope(action, IAM_NS, rid, None))
@@ -333,7 +352,7 @@ pub(crate) async fn handle(
             }
             let tags = parse_tags(p, &mut v)?;
             v.finish()?;
-            no_reserved_tags(&tags)?;
+            check_tags(&tags)?;
             let name = name.unwrap_or_default();
             authorize_iam(caller, action, Some(name), &user_resource(acct, name))?;
             store.tag_user(acct, name, &tags).await.map_err(err)?;
@@ -358,14 +377,22 @@ pub(crate) async fn handle(
             })?;
             v.list_len("tagKeys", entries.len(), 50);
             let mut keys = Vec::with_capacity(entries.len());
-            for (i, (_, _, k)) in entries.iter().enumerate() {
-                v.string(
-                    &format!("tagKeys.{}.member", i + 1),
-                    Some(k),
-                    validate::TAG_KEY,
-                    true,
-                );
+            let mut bad_key = false;
+            for (_, _, k) in &entries {
+                let mut one = Validator::without_values();
+                one.string("tagKeys", Some(k), validate::TAG_KEY, true);
+                bad_key |= !one.is_ok();
                 keys.push((*k).to_owned());
+            }
+            if bad_key {
+                // A list of strings: IAM reports a bad member at the list, with every constraint
+                // of its members (LocalStack's validated UntagRole snapshots).
+                v.custom(format!(
+                    "Value at 'tagKeys' failed to satisfy constraint: Member must satisfy constraint: [Member must have length less than or equal to {}, Member must have length greater than or equal to {}, Member must satisfy regular expression pattern: {}, Member must not be null]",
+                    validate::TAG_KEY.max,
+                    validate::TAG_KEY.min,
+                    r"[\p{L}\p{Z}\p{N}_.:/=+\-@]+",
+                ));
             }
             v.finish()?;
             let name = name.unwrap_or_default();
@@ -407,12 +434,7 @@ pub(crate) async fn handle(
             );
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(
-                caller,
-                action,
-                name,
-                &user_resource(acct, owner.unwrap_or("")),
-            )?;
+            authorize_iam(caller, action, name, &user_named(owner.unwrap_or("")))?;
             let (key, secret) = store.create_access_key(acct, owner).await.map_err(err)?;
             Ok(envelope(
                 action,
@@ -439,12 +461,7 @@ pub(crate) async fn handle(
             let (marker, max) = page_params(&mut v, p);
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(
-                caller,
-                action,
-                name,
-                &user_resource(acct, owner.unwrap_or("")),
-            )?;
+            authorize_iam(caller, action, name, &user_named(owner.unwrap_or("")))?;
             let page = store
                 .list_access_keys_page(acct, owner, marker, max)
                 .await
@@ -504,12 +521,7 @@ pub(crate) async fn handle(
                 }
             };
             let owner = owner(caller, name);
-            authorize_iam(
-                caller,
-                action,
-                name,
-                &user_resource(acct, owner.unwrap_or("")),
-            )?;
+            authorize_iam(caller, action, name, &user_named(owner.unwrap_or("")))?;
             let key_id = key_id.unwrap_or_default();
             store
                 .update_access_key_status(acct, owner, key_id, status)
@@ -533,12 +545,7 @@ pub(crate) async fn handle(
             );
             v.finish()?;
             let owner = owner(caller, name);
-            authorize_iam(
-                caller,
-                action,
-                name,
-                &user_resource(acct, owner.unwrap_or("")),
-            )?;
+            authorize_iam(caller, action, name, &user_named(owner.unwrap_or("")))?;
             let key_id = key_id.unwrap_or_default();
             store
                 .delete_access_key(acct, owner, key_id)
@@ -559,10 +566,16 @@ pub(crate) async fn handle(
             let found = store.get_access_key_last_used(key_id).await.map_err(err)?;
             let resource = format!("access key {key_id}");
             let Some((key, last)) = found.filter(|(k, _)| k.account_id == acct) else {
-                return Err(crate::authz::access_denied(
-                    caller,
-                    "iam:GetAccessKeyLastUsed",
-                    &resource,
+                // A key of no user of the account: IAM's wording for it has no colon after
+                // "perform" and no reason (LocalStack's validated snapshot of this call with an
+                // unknown key, 2026-02).
+                return Err(ApiError::new(
+                    403,
+                    "AccessDenied",
+                    format!(
+                        "User: {} is not authorized to perform iam:GetAccessKeyLastUsed on resource: {resource}",
+                        caller.arn()
+                    ),
                 ));
             };
             // Users may only see their own keys.

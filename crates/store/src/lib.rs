@@ -463,7 +463,12 @@ impl Store {
 
     /// The user with this name in the account, matched ignoring ASCII case.
     pub async fn get_user(&self, account_id: &str, name: &str) -> Result<Option<User>, StoreError> {
-        validate::user_name(name)?;
+        if let Err(e) = validate::existing_user_name(name) {
+            return match e {
+                StoreError::NoSuchEntity(_) => Ok(None),
+                e => Err(e),
+            };
+        }
         self.backend().get_user(account_id, name).await
     }
 
@@ -510,7 +515,7 @@ impl Store {
         new_name: Option<&str>,
         new_path: Option<&str>,
     ) -> Result<User, StoreError> {
-        validate::user_name(name)?;
+        validate::existing_user_name(name)?;
         if let Some(n) = new_name {
             validate::user_name(n)?;
         }
@@ -524,7 +529,7 @@ impl Store {
 
     /// Deletes a user and its tags. `DeleteConflict` while it has access keys.
     pub async fn delete_user(&self, account_id: &str, name: &str) -> Result<(), StoreError> {
-        validate::user_name(name)?;
+        validate::existing_user_name(name)?;
         self.backend().delete_user(account_id, name).await
     }
 
@@ -536,7 +541,7 @@ impl Store {
         name: &str,
         tags: &[Tag],
     ) -> Result<(), StoreError> {
-        validate::user_name(name)?;
+        validate::existing_user_name(name)?;
         validate::tags(tags)?;
         self.backend()
             .tag_user(account_id, name, tags, MAX_TAGS_PER_USER)
@@ -550,7 +555,7 @@ impl Store {
         name: &str,
         keys: &[String],
     ) -> Result<(), StoreError> {
-        validate::user_name(name)?;
+        validate::existing_user_name(name)?;
         for k in keys {
             validate::tag_key(k)?;
         }
@@ -598,7 +603,7 @@ impl Store {
         user_name: Option<&str>,
     ) -> Result<(AccessKey, Secret), StoreError> {
         if let Some(n) = user_name {
-            validate::user_name(n)?;
+            validate::existing_user_name(n)?;
         }
         if !keyward_ids::is_account_id(account_id) {
             return Err(StoreError::no_such_account(account_id));
@@ -632,7 +637,7 @@ impl Store {
         secret: &str,
     ) -> Result<AccessKey, StoreError> {
         if let Some(n) = user_name {
-            validate::user_name(n)?;
+            validate::existing_user_name(n)?;
         }
         validate::long_term_key_id(key_id)?;
         validate::secret(secret)?;

@@ -24,6 +24,17 @@ pub(crate) fn user_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The name of a user looked up: IAM's existingUserNameType allows 1 to 128 characters, so a
+/// well-formed name longer than any user's (65 to 128) is `NoSuchEntity`, as in IAM, and only a
+/// malformed one is invalid.
+pub(crate) fn existing_user_name(name: &str) -> Result<(), StoreError> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b);
+    if (65..=128).contains(&name.len()) && name.bytes().all(ok_char) {
+        return Err(StoreError::no_such_user(name));
+    }
+    user_name(name)
+}
+
 /// The case-folded form under which user names and tag keys are unique.
 pub(crate) fn fold(name: &str) -> String {
     name.to_ascii_lowercase()
@@ -155,6 +166,24 @@ mod tests {
         assert!(user_name("").is_err());
         assert!(user_name("bad name").is_err());
         assert!(user_name(&"a".repeat(65)).is_err());
+        // Looked up, a well-formed name too long for a user is one nobody has.
+        assert!(matches!(
+            existing_user_name(&"a".repeat(65)),
+            Err(StoreError::NoSuchEntity(_))
+        ));
+        assert!(matches!(
+            existing_user_name(&"a".repeat(128)),
+            Err(StoreError::NoSuchEntity(_))
+        ));
+        assert!(matches!(
+            existing_user_name(&"a".repeat(129)),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            existing_user_name(&"é".repeat(40)),
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(existing_user_name("bob").is_ok());
         assert!(path("/").is_ok() && path("/a/b/").is_ok());
         assert!(path("a/").is_err() && path("/a").is_err() && path("//").is_err());
         assert!(account_alias("my-corp1").is_ok());
@@ -179,6 +208,7 @@ mod props {
             let ok_char = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
             let name_ok = !s.is_empty() && s.len() <= 64 && s.chars().all(ok_char);
             prop_assert_eq!(user_name(&s).is_ok(), name_ok);
+            prop_assert_eq!(existing_user_name(&s).is_ok(), name_ok);
             let printable = |c: char| ('!'..='~').contains(&c);
             let path_ok = s == "/" || (s.len() >= 3 && s.len() <= 512 && s.starts_with('/') && s.ends_with('/') && s.chars().all(printable));
             prop_assert_eq!(path(&s).is_ok(), path_ok);
