@@ -199,6 +199,23 @@ def test_session_credentials_may_call_only_get_caller_identity_of_the_sts_action
     assert sts.get_caller_identity()["Account"] == ACCOUNT
 
 
+def test_minimum_session_token_size(server):
+    """GetSessionToken's MinimumSessionTokenSize (0 to 4096) pads the token, which still works;
+    the answer says the token's size."""
+    sts = server.client("sts")
+    plain = sts.get_session_token()
+    assert plain["SessionTokenSize"] == len(plain["Credentials"]["SessionToken"]) < 1000
+    out = sts.get_session_token(MinimumSessionTokenSize=4000)
+    token = out["Credentials"]["SessionToken"]
+    assert 4000 <= len(token) < 4008 and out["SessionTokenSize"] == len(token)
+    assert out["SessionTokenUtilization"] == -(-len(token) * 100 // 4096)
+    creds = out["Credentials"]
+    assert server.client("sts", creds["AccessKeyId"], creds["SecretAccessKey"], token).get_caller_identity()["Account"] == ACCOUNT
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sts.get_session_token(MinimumSessionTokenSize=5000)
+    assert error_of(e) == ("ValidationError", 400, "1 validation error detected: Value '5000' at 'minimumSessionTokenSize' failed to satisfy constraint: Member must have value less than or equal to 4096")
+
+
 def test_presigned_get_caller_identity(server):
     """The presigned STS URL that EKS tokens and Vault's IAM auth are built on."""
     from test_auth import raw

@@ -532,11 +532,23 @@ impl App {
     ) -> Result<String, ApiError> {
         let auditing = self.auditor.is_some();
         if matches!(*dialect, Dialect::Iam | Dialect::Sts) {
-            params
+            let unscoped = parsed.as_ref().is_ok_and(|p| p.is_none()) || parsed.is_err();
+            let form = req.method == "POST" && is_form(req.headers);
+            let parsed_form = params
                 .extend_from_form(req.query.as_bytes())
-                .map_err(malformed_query)?;
-            if req.method == "POST" && is_form(req.headers) {
-                params.extend_from_form(body).map_err(malformed_query)?;
+                .and_then(|()| {
+                    if form {
+                        params.extend_from_form(body)
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = parsed_form {
+                // Answered in STS's namespace when the raw parameters say STS.
+                if unscoped && raw_names_sts(req.query.as_bytes(), form.then_some(&body[..])) {
+                    *dialect = Dialect::Sts;
+                }
+                return Err(malformed_query(e));
             }
             if parsed.as_ref().is_ok_and(|p| p.is_none()) || parsed.is_err() {
                 // Without a credential scope, the parameters tell STS from IAM.
@@ -582,7 +594,11 @@ impl App {
             // No credential at all: nothing was guessed, and nothing looked up; not counted.
             Ok(None) => return Err(self.auth_failed(missing_authentication(*dialect))),
             Err(e) => {
-                let f = AuthFailure::from(malformed(*dialect, e));
+                let authorization = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                let f = AuthFailure::from(malformed(*dialect, e, authorization));
                 return Err(self.auth_failed_counted(f, *dialect, guard));
             }
         };
@@ -878,6 +894,23 @@ struct AuthGuard<'a> {
     gate: Gate,
     source: Option<Source>,
     key_id: Option<&'a str>,
+}
+
+/// Whether unparsable query or form parameters still name STS: its `Version`, or one of its
+/// actions (as the parsed parameters would, see [`App::dispatch`]).
+fn raw_names_sts(query: &[u8], body: Option<&[u8]>) -> bool {
+    let pairs = query
+        .split(|&b| b == b'&')
+        .chain(body.into_iter().flat_map(|b| b.split(|&c| c == b'&')));
+    pairs.into_iter().any(|pair| {
+        if let Some(v) = pair.strip_prefix(b"Version=") {
+            v == STS_VERSION.as_bytes()
+        } else if let Some(a) = pair.strip_prefix(b"Action=") {
+            sts::ACTIONS.iter().any(|x| x.as_bytes() == a)
+        } else {
+            false
+        }
+    })
 }
 
 fn malformed_query(e: keyward_protocol::query::FormError) -> ApiError {

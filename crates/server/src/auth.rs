@@ -43,14 +43,82 @@ pub fn missing_authentication(dialect: Dialect) -> ApiError {
     }
 }
 
-/// The error for a malformed signature.
-pub fn malformed(dialect: Dialect, e: &ParseError) -> ApiError {
-    match dialect {
-        Dialect::S3 if e.is_query_auth() => {
+/// The error for a malformed signature; `authorization` is the request's `Authorization` header,
+/// which S3 quotes back in some errors.
+pub fn malformed(dialect: Dialect, e: &ParseError, authorization: Option<&str>) -> ApiError {
+    match (dialect, e) {
+        (Dialect::S3, _) => s3_malformed(e, authorization),
+        // The credential scope is checked with the signature: IAM's troubleshooting guide shows
+        // "Date in Credential scope does not match ..." as a signature verification failure.
+        (_, ParseError::CredentialDateMismatch { .. } | ParseError::InvalidTerminator { .. }) => {
+            ApiError::new(403, "SignatureDoesNotMatch", e.message())
+        }
+        _ => ApiError::new(400, "IncompleteSignature", e.message()),
+    }
+}
+
+/// S3's answers to a malformed signature, in its own codes and words (real S3 responses quoted in
+/// public reports and in ceph's s3-tests).
+fn s3_malformed(e: &ParseError, authorization: Option<&str>) -> ApiError {
+    const NO_DATE: &str = "AWS authentication requires a valid Date or x-amz-date header";
+    let header_malformed = |m: &str| {
+        ApiError::new(
+            400,
+            "AuthorizationHeaderMalformed",
+            format!("The authorization header is malformed; {m}"),
+        )
+    };
+    match e {
+        ParseError::AuthorizationIncomplete { missing, .. } if missing.as_slice() == ["Date"] => {
+            ApiError::new(403, "AccessDenied", NO_DATE)
+        }
+        ParseError::InvalidDate { query: false, .. } => ApiError::new(403, "AccessDenied", NO_DATE),
+        ParseError::AuthorizationIncomplete { .. } => header_malformed(
+            "the authorization header requires three components: Credential, SignedHeaders, and Signature.",
+        ),
+        ParseError::MalformedCredential { query: false, .. }
+        | ParseError::InvalidTerminator { query: false, .. } => header_malformed(
+            "the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".",
+        ),
+        ParseError::CredentialDateMismatch { query: false, .. } => {
+            header_malformed("Invalid credential date. Date is not the same as X-Amz-Date.")
+        }
+        // SigV2's header scheme, which S3 no longer takes in most regions.
+        ParseError::UnsupportedAlgorithm {
+            algorithm,
+            query: false,
+        } if algorithm == "AWS" => ApiError::new(
+            400,
+            "InvalidRequest",
+            "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+        ),
+        ParseError::UnsupportedAlgorithm { query: false, .. } => {
+            ApiError::new(400, "InvalidArgument", "Unsupported Authorization Type")
+                .with("ArgumentName", "Authorization")
+                .with("ArgumentValue", authorization.unwrap_or_default())
+        }
+        ParseError::MultipleAuthMechanisms => ApiError::new(400, "InvalidArgument", e.message())
+            .with("ArgumentName", "Authorization")
+            .with("ArgumentValue", authorization.unwrap_or_default()),
+        ParseError::InvalidContentSha256 { value } => {
+            ApiError::new(400, "InvalidArgument", e.message())
+                .with("ArgumentName", "x-amz-content-sha256")
+                .with("ArgumentValue", value.as_str())
+        }
+        ParseError::MissingContentSha256 => ApiError::new(400, "InvalidRequest", e.message()),
+        // A presigned URL that signs no header leaves `host` unsigned.
+        ParseError::InvalidSignedHeaders { value, query: true } if value.is_empty() => {
+            ApiError::new(
+                403,
+                "AccessDenied",
+                "There were headers present in the request which were not signed",
+            )
+            .with("HeadersNotSigned", "host")
+        }
+        _ if e.is_query_auth() => {
             ApiError::new(400, "AuthorizationQueryParametersError", e.message())
         }
-        Dialect::S3 => ApiError::new(400, "AuthorizationHeaderMalformed", e.message()),
-        _ => ApiError::new(400, "IncompleteSignature", e.message()),
+        _ => ApiError::new(400, "AuthorizationHeaderMalformed", e.message()),
     }
 }
 
@@ -141,19 +209,24 @@ pub fn verify_error(
             }
         }
         VerifyError::PresignedExpired {
-            request_time,
+            request_time: _,
             expired_at,
             server_time,
         } if s3 => {
             let mut e = ApiError::new(403, "AccessDenied", "Request has expired");
+            // SigV4 names its X-Amz-Expires; SigV2's expiry body has only Expires and ServerTime.
             if let Some(secs) = presign_expires {
                 e = e.with("X-Amz-Expires", secs.to_string());
-            } else {
-                e = e.with("X-Amz-Expires", request_time);
             }
             e.with("Expires", iso8601(expired_at))
                 .with("ServerTime", iso8601(server_time))
         }
+        VerifyError::HeadersNotSigned(headers) if s3 => ApiError::new(
+            403,
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+        )
+        .with("HeadersNotSigned", headers),
         VerifyError::ContentSha256Mismatch { client, computed } => {
             if s3 {
                 ApiError::new(

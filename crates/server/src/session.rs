@@ -56,6 +56,13 @@ pub enum TokenError {
 
 /// Seals `claims` into a token.
 pub fn seal(sealer: &Sealer, claims: &SessionClaims) -> String {
+    seal_at_least(sealer, claims, 0)
+}
+
+/// Seals `claims` into a token of at least `min_len` bytes (GetSessionToken's
+/// `MinimumSessionTokenSize`): the record then ends with a ninth field of filler, sealed with the
+/// rest, which [`open`] ignores.
+pub fn seal_at_least(sealer: &Sealer, claims: &SessionClaims, min_len: usize) -> String {
     let expires = claims
         .expires
         .duration_since(UNIX_EPOCH)
@@ -72,8 +79,23 @@ pub fn seal(sealer: &Sealer, claims: &SessionClaims) -> String {
         claims.secret.expose(),
         claims.source_key_id
     ));
-    let sealed = sealer.seal(record.as_bytes(), claims.access_key_id.as_bytes());
-    STANDARD.encode(sealed)
+    let seal_with = |filler: usize| {
+        let mut padded = zeroize::Zeroizing::new(record.as_bytes().to_vec());
+        if filler > 0 {
+            padded.push(b'\n');
+            let len = padded.len() + filler - 1;
+            padded.resize(len, b'-');
+        }
+        STANDARD.encode(sealer.seal(&padded, claims.access_key_id.as_bytes()))
+    };
+    let mut token = seal_with(0);
+    // Base64 turns 3 bytes into 4: grow the filler by what is missing, until long enough.
+    let mut filler = 0;
+    while token.len() < min_len {
+        filler += (min_len - token.len()).div_ceil(4) * 3 + usize::from(filler == 0);
+        token = seal_with(filler);
+    }
+    token
 }
 
 /// Opens `token` presented with `access_key_id`, checking expiry against `now`.
@@ -91,7 +113,8 @@ pub fn open(
         .map_err(|_| TokenError::Invalid)?;
     let text = std::str::from_utf8(&plain).map_err(|_| TokenError::Invalid)?;
     let f: Vec<&str> = text.split('\n').collect();
-    if f.len() != 8 || f[0] != VERSION || f[2] != access_key_id {
+    // A ninth field is filler (see `seal_at_least`).
+    if !(f.len() == 8 || f.len() == 9) || f[0] != VERSION || f[2] != access_key_id {
         return Err(TokenError::Invalid);
     }
     let expires = UNIX_EPOCH + Duration::from_secs(f[4].parse().map_err(|_| TokenError::Invalid)?);
@@ -155,6 +178,12 @@ mod props {
                 open(&sealer(), &token, "ASIAQAAAAAAAAAAAAAAA", now + Duration::from_secs(ttl)).err(),
                 Some(TokenError::Expired)
             );
+            // Padded to a minimum size, the token still opens to the same claims.
+            let long = seal_at_least(&sealer(), &claims, 4096);
+            prop_assert!(long.len() >= 4096 && long.len() < 4096 + 8, "{}", long.len());
+            let again = open(&sealer(), &long, "ASIAQAAAAAAAAAAAAAAA", now).unwrap();
+            prop_assert_eq!(again.user, claims.user.clone());
+            prop_assert_eq!(again.secret.expose(), claims.secret.expose());
             let mut raw = STANDARD.decode(&token).unwrap();
             let i = flip.index(raw.len());
             raw[i] ^= 1;

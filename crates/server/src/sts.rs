@@ -17,6 +17,10 @@ pub(crate) const ACTIONS: &[&str] = &["GetCallerIdentity", "GetAccessKeyInfo", "
 /// Default and limits of GetSessionToken's DurationSeconds.
 const SESSION_DEFAULT: i64 = 43_200;
 const ROOT_SESSION_MAX: i64 = 3_600;
+/// The largest `MinimumSessionTokenSize` (the service model's bound, "must not exceed 4,096
+/// bytes"); `SessionTokenUtilization` is the token's size as a percentage of it, our reading of
+/// "the maximum allowed session token size".
+const MAX_TOKEN_SIZE: i64 = 4_096;
 
 /// Runs STS `action` for `caller` at `now`; returns the response body.
 pub(crate) async fn handle(
@@ -96,6 +100,13 @@ pub(crate) async fn handle(
                 false,
             );
             v.string("tokenCode", p.get("TokenCode"), validate::TOKEN_CODE, false);
+            let min_size = v.integer(
+                "minimumSessionTokenSize",
+                p.get("MinimumSessionTokenSize"),
+                0,
+                MAX_TOKEN_SIZE,
+                false,
+            );
             v.finish()?;
             authorize_sts(caller, action)?;
             if p.get("SerialNumber").is_some() || p.get("TokenCode").is_some() {
@@ -129,7 +140,11 @@ pub(crate) async fn handle(
                     .map(|u| (u.name.to_owned(), u.user_id.to_owned())),
                 source_key_id: caller.access_key_id().to_owned(),
             };
-            let token = session::seal(app.session_sealer(), &claims);
+            let min_size = usize::try_from(min_size.unwrap_or(0)).unwrap_or(0);
+            let token = session::seal_at_least(app.session_sealer(), &claims, min_size);
+            let utilization = (token.len() * 100)
+                .div_ceil(MAX_TOKEN_SIZE as usize)
+                .min(100);
             Ok(envelope(
                 action,
                 STS_NS,
@@ -140,7 +155,9 @@ pub(crate) async fn handle(
                         .elem("SecretAccessKey", claims.secret.expose())
                         .elem("SessionToken", &token)
                         .elem("Expiration", &iso8601(claims.expires))
-                        .close("Credentials");
+                        .close("Credentials")
+                        .elem("SessionTokenUtilization", &utilization.to_string())
+                        .elem("SessionTokenSize", &token.len().to_string());
                 }),
             ))
         }

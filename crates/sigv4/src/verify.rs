@@ -68,6 +68,9 @@ pub enum VerifyError {
     },
     /// `host` is not among the signed headers.
     HostNotSigned,
+    /// S3: headers the request carries unsigned that S3 requires signed (`host`, any `x-amz-*`),
+    /// lowercase, joined by `, ` in the order received.
+    HeadersNotSigned(String),
     /// A header named in `SignedHeaders` is not in the request.
     SignedHeaderMissing(String),
 }
@@ -102,6 +105,9 @@ impl VerifyError {
             }
             VerifyError::HostNotSigned => {
                 "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".to_owned()
+            }
+            VerifyError::HeadersNotSigned(_) => {
+                "There were headers present in the request which were not signed".to_owned()
             }
             VerifyError::SignedHeaderMissing(name) => {
                 format!("The request does not carry the header '{name}' listed in SignedHeaders.")
@@ -215,7 +221,28 @@ impl V4Auth {
         now: SystemTime,
         source: KeySource<'_>,
     ) -> Result<Verified<'_>, VerifyError> {
-        if !split_ascii(&self.signed_headers, b';').any(|h| h == "host") {
+        let signed = |name: &str| split_ascii(&self.signed_headers, b';').any(|h| h == name);
+        if self.scope.service() == "s3" {
+            // S3 refuses a request that carries `host` or any `x-amz-*` header unsigned, and
+            // names them (`HeadersNotSigned`), for header and query authentication alike.
+            let mut unsigned = String::new();
+            let amz = req
+                .headers
+                .keys()
+                .map(|n| n.as_str())
+                .filter(|n| n.starts_with("x-amz-"));
+            for name in std::iter::once("host").chain(amz) {
+                if !signed(name) && !unsigned.split(", ").any(|u| u == name) {
+                    if !unsigned.is_empty() {
+                        unsigned.push_str(", ");
+                    }
+                    unsigned.push_str(name);
+                }
+            }
+            if !unsigned.is_empty() {
+                return Err(VerifyError::HeadersNotSigned(unsigned));
+            }
+        } else if !signed("host") {
             return Err(VerifyError::HostNotSigned);
         }
         let mut computed_body_hash = [0; 64];

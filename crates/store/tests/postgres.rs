@@ -1125,7 +1125,7 @@ async fn writes_queued_together() {
         let writes: Vec<_> = users
             .iter()
             .map(|u| {
-                let (a, acct, u, go) = (a.clone(), acct.clone(), u.clone(), go.clone());
+                let (a, acct, u, go) = (a.clone(), acct.clone(), *u, go.clone());
                 tokio::spawn(async move {
                     go.wait().await;
                     let (k, _) = a.create_access_key(&acct, Some(&u)).await.unwrap();
