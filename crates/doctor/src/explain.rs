@@ -157,7 +157,7 @@ pub const CATALOGUE: &[ErrorEntry] = &[
             ],
             configuration: &[
                 "the local clock is off by more than the allowed skew ('Signature expired')",
-                "a proxy or load balancer rewrote the host, path or headers after signing",
+                "a proxy or load balancer rewrote the host, path or headers after signing, or added x-amz-* headers (S3: 'There were headers present in the request which were not signed')",
                 "a custom endpoint URL differs from the host that receives the request",
                 "the request was signed for another service or region than the endpoint's ('Credential should be scoped to correct service: ...' / 'to a valid region'): a signer configured by hand, or an endpoint URL of another service",
             ],
@@ -192,6 +192,7 @@ pub const CATALOGUE: &[ErrorEntry] = &[
             identity: &[],
             configuration: &[
                 "a hand-written signer or an old library builds the header incorrectly",
+                "a signer that sends no X-Amz-Date or Date header, or signs with SigV2 or another scheme (S3: 'AWS authentication requires a valid Date or x-amz-date header', 'Unsupported Authorization Type', 'The authorization mechanism you have provided is not supported')",
                 "a proxy truncates long headers",
             ],
             format_and_limits: &[
@@ -590,6 +591,31 @@ pub fn lookup(query: &str) -> Lookup {
             return Lookup::Found(e);
         }
     }
+    // S3 answers some signing mistakes with AccessDenied or InvalidArgument (codes that name no
+    // signing problem); their messages tell them apart.
+    for (phrase, code) in [
+        // A header added after signing (a proxy, or client code): the request was changed.
+        (
+            "headers present in the request which were not signed",
+            "SignatureDoesNotMatch",
+        ),
+        // The signer left out the date, or used a scheme S3 does not take.
+        (
+            "aws authentication requires a valid date",
+            "IncompleteSignature",
+        ),
+        ("unsupported authorization type", "IncompleteSignature"),
+        (
+            "authorization mechanism you have provided is not supported",
+            "IncompleteSignature",
+        ),
+    ] {
+        if lower.contains(phrase) {
+            if let Some(e) = by_code(code) {
+                return Lookup::Found(e);
+            }
+        }
+    }
     let paren = code_in_parens(q);
     if let Some(e) = paren.and_then(by_code) {
         return Lookup::Found(e);
@@ -821,6 +847,19 @@ mod tests {
         assert_eq!(
             found("Credential should be scoped to correct service: 'sts'."),
             "SignatureDoesNotMatch"
+        );
+        // S3's signing mistakes that arrive as AccessDenied or InvalidArgument.
+        assert_eq!(
+            found("An error occurred (AccessDenied) when calling the ListBuckets operation: There were headers present in the request which were not signed"),
+            "SignatureDoesNotMatch"
+        );
+        assert_eq!(
+            found("An error occurred (AccessDenied) when calling the ListBuckets operation: AWS authentication requires a valid Date or x-amz-date header"),
+            "IncompleteSignature"
+        );
+        assert_eq!(
+            found("An error occurred (InvalidArgument) when calling the ListBuckets operation: Unsupported Authorization Type"),
+            "IncompleteSignature"
         );
         // Both of STS's MFA messages, which arrive as AccessDenied.
         assert_eq!(
