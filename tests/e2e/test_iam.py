@@ -144,6 +144,15 @@ def test_access_key_of_another_user_is_not_found(server):
     expect(lambda: iam.update_access_key(UserName="ua", AccessKeyId=ka, Status="Expired"), "InvalidInput", 400)
 
 
+def test_a_permissions_boundary_names_a_policy_that_does_not_exist(server):
+    """keyward has no managed policies: a boundary is IAM's answer for a policy that does not
+    exist, and the user is not created (it used to be created without its boundary)."""
+    iam = server.client("iam")
+    arn = "arn:aws:iam::aws:policy/PowerUserAccess"
+    expect(lambda: iam.create_user(UserName="pb", PermissionsBoundary=arn), "NoSuchEntity", 404, f"Scope ARN: {arn} does not exist or is not attachable.")
+    expect(lambda: iam.get_user(UserName="pb"), "NoSuchEntity", 404)
+
+
 def test_last_used_of_an_unknown_key_is_denied_in_iams_words(server):
     msg = expect(lambda: server.client("iam").get_access_key_last_used(AccessKeyId="AKIAIOSFODNN7EXAMPLE"), "AccessDenied", 403)
     assert msg == f"User: arn:aws:iam::{ACCOUNT}:root is not authorized to perform iam:GetAccessKeyLastUsed on resource: access key AKIAIOSFODNN7EXAMPLE"

@@ -191,7 +191,7 @@ pub(crate) async fn handle(
             let path = v
                 .string("path", p.get("Path"), validate::PATH, false)
                 .unwrap_or("/");
-            v.string(
+            let boundary = v.string(
                 "permissionsBoundary",
                 p.get("PermissionsBoundary"),
                 validate::ARN,
@@ -207,6 +207,15 @@ pub(crate) async fn handle(
                 Some(name),
                 &user_resource(acct, &format!("{}{name}", path.trim_start_matches('/'))),
             )?;
+            if let Some(arn) = boundary {
+                // keyward has no managed policies, so no policy can be a boundary: IAM's answer
+                // for a boundary policy that does not exist.
+                return Err(ApiError::new(
+                    404,
+                    "NoSuchEntity",
+                    format!("Scope ARN: {arn} does not exist or is not attachable."),
+                ));
+            }
             let user = store
                 .create_user(acct, name, path, &tags)
                 .await
