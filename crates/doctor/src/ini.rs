@@ -464,6 +464,12 @@ fn section_header(value: &str) -> Option<&str> {
 
 /// Python text-mode file iteration with universal newlines: `\r\n`, `\r` and `\n` end a line.
 fn py_file_lines(text: &str) -> impl Iterator<Item = &str> {
+    py_file_lines_with_endings(text).map(|(line, _)| line)
+}
+
+/// [`py_file_lines`] with each line's ending (`\r\n`, `\r`, `\n`, or empty for the last line):
+/// the lines the parser's positions count, for editing a file in place.
+pub(crate) fn py_file_lines_with_endings(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -471,15 +477,15 @@ fn py_file_lines(text: &str) -> impl Iterator<Item = &str> {
         }
         match rest.find(['\r', '\n']) {
             Some(i) => {
-                let line = &rest[..i];
                 let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                let (line, ending) = (&rest[..i], &rest[i..i + skip]);
                 rest = &rest[i + skip..];
-                Some(line)
+                Some((line, ending))
             }
             None => {
                 let line = rest;
                 rest = "";
-                Some(line)
+                Some((line, ""))
             }
         }
     })

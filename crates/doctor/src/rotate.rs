@@ -83,11 +83,26 @@ struct Rotation<'a> {
     iam_region: String,
     sts_url: String,
     sts_region: String,
+    /// Keys deleted to make room for the new one (so a later failure does not claim that nothing
+    /// changed).
+    deleted: Vec<String>,
 }
 
 impl Rotation<'_> {
     fn say(&mut self, label: &str, text: impl AsRef<str>) {
         let _ = writeln!(self.out, "  {label:<9} {}", text.as_ref());
+    }
+
+    /// "Nothing was changed", unless keys were deleted to make room.
+    fn unchanged(&self) -> String {
+        if self.deleted.is_empty() {
+            "Nothing was changed".to_owned()
+        } else {
+            format!(
+                "Nothing was changed but the deletion of {} to make room",
+                self.deleted.join(", ")
+            )
+        }
     }
 
     fn fail(&mut self, text: impl AsRef<str>) -> i32 {
@@ -214,7 +229,47 @@ impl Rotation<'_> {
                 )
             })?;
         self.say("deleted", format!("{} ({})", extra.id, extra.status));
+        self.deleted.push(extra.id.clone());
         Ok(true)
+    }
+
+    /// After a CreateAccessKey that got no answer: a key IAM made meanwhile (listed now, not
+    /// before, and not the one being rotated) is one whose secret nobody has; it is deleted, or
+    /// named with the command to delete it. Without the list from before, the other keys are
+    /// named for the user to check.
+    fn lost_new_key(&mut self, creds: &Credentials, before: Option<&[KeyMeta]>, old: &str) {
+        let now = match self.list_keys(creds) {
+            Ok(k) => k,
+            Err(e) => {
+                self.say(
+                    "warning",
+                    format!("IAM may have created a key before the connection failed, and listing the keys to check failed ({e}): run `aws iam list-access-keys`"),
+                );
+                return;
+            }
+        };
+        for k in now.iter().filter(|k| k.id != old) {
+            let Some(before) = before else {
+                self.say(
+                    "warning",
+                    format!("{} ({}) exists: if this attempt created it, nobody has its secret; delete it (aws iam delete-access-key --access-key-id {})", k.id, k.status, k.id),
+                );
+                continue;
+            };
+            if before.iter().any(|b| b.id == k.id) {
+                continue;
+            }
+            match self.iam_call(creds, "DeleteAccessKey", &[("AccessKeyId", &k.id)]) {
+                Ok(_) => self.say(
+                    "undone",
+                    format!("IAM had created {} before the connection failed; nobody has its secret, so it was deleted", k.id),
+                ),
+                Err(e) => self.say(
+                    "warning",
+                    format!("IAM created {} before the connection failed and nobody has its secret; deleting it failed ({e}): aws iam delete-access-key --access-key-id {}", k.id, k.id),
+                ),
+            }
+        }
     }
 }
 
@@ -365,6 +420,7 @@ pub fn run_rotate_with(
         iam_url,
         sts_url,
         out,
+        deleted: Vec::new(),
     };
     let _ = writeln!(
         rot.out,
@@ -434,9 +490,10 @@ pub fn run_rotate_with(
         let keys = match rot.list_keys(&old_creds) {
             Ok(k) => k,
             Err(e) => {
+                let unchanged = rot.unchanged();
                 return rot.fail(format!(
-                    "IAM says this identity has too many keys (LimitExceeded), and listing them failed: {e}. Nothing was changed."
-                ))
+                    "IAM says this identity has too many keys (LimitExceeded), and listing them failed: {e}. {unchanged}."
+                ));
             }
         };
         match rot.make_room(&old_creds, &keys, &old, args, confirm) {
@@ -452,8 +509,14 @@ pub fn run_rotate_with(
             } else {
                 ""
             };
+            if e.code().is_none() {
+                // No answer (the connection failed): IAM may have made the key all the same,
+                // and nobody has its secret. Find it and take it back.
+                rot.lost_new_key(&old_creds, keys.as_deref(), &old);
+            }
+            let unchanged = rot.unchanged();
             return rot.fail(format!(
-                "CreateAccessKey failed: {e}{hint}. Nothing was changed: {old} is still in the file and active."
+                "CreateAccessKey failed: {e}{hint}. {unchanged}: {old} is still in the file and active."
             ));
         }
     };
@@ -461,7 +524,10 @@ pub fn run_rotate_with(
         aws::xml_text(&xml, "AccessKeyId"),
         aws::xml_text(&xml, "SecretAccessKey"),
     ) else {
-        return rot.fail("CreateAccessKey answered without a key. Nothing was changed.");
+        let unchanged = rot.unchanged();
+        return rot.fail(format!(
+            "CreateAccessKey answered without a key. {unchanged}."
+        ));
     };
     rot.say("created", &new_id);
     let new_creds = Credentials {
@@ -653,9 +719,9 @@ fn rewrite(
     new_id: &str,
     new_secret: &str,
 ) -> Result<Edit, String> {
-    let mut lines: Vec<Option<String>> = text
-        .split_inclusive('\n')
-        .map(|l| Some(l.to_string()))
+    // Numbered as the parser numbers them (a lone `\r` ends a line too), each with its ending.
+    let mut lines: Vec<Option<String>> = ini::py_file_lines_with_endings(text)
+        .map(|(l, ending)| Some(format!("{l}{ending}")))
         .collect();
     let mut sections = Vec::new();
     let mut removed_tokens = Vec::new();
@@ -666,14 +732,9 @@ fn rewrite(
                 .get(idx)
                 .and_then(|l| l.clone())
                 .ok_or_else(|| format!("line {} is missing", e.key_pos.line))?;
-            let ending = if line.ends_with("\r\n") {
-                "\r\n"
-            } else if line.ends_with('\n') {
-                "\n"
-            } else {
-                ""
-            };
-            let prefix: String = line.chars().take(e.value_pos.col as usize - 1).collect();
+            let body = line.trim_end_matches(['\r', '\n']);
+            let ending = &line[body.len()..];
+            let prefix: String = body.chars().take(e.value_pos.col as usize - 1).collect();
             lines[idx] = Some(format!("{prefix}{value}{ending}"));
             for l in &e.continuation_lines {
                 lines[*l as usize - 1] = None;
@@ -706,11 +767,69 @@ fn rewrite(
     if sections.is_empty() {
         return Err(format!("no section of {} holds {old}", file.path.display()));
     }
+    let text: String = lines.into_iter().flatten().collect();
+    reads_back(file, &text, &sections, new_id, new_secret)?;
     Ok(Edit {
-        text: lines.into_iter().flatten().collect(),
+        text,
         sections,
         removed_tokens,
     })
+}
+
+/// Checks an edited file as the CLI will read it, before it is written: the rewritten sections
+/// hold the new key (and no session token), and everything else reads exactly as before.
+fn reads_back(
+    before: &IniFile,
+    text: &str,
+    rewritten: &[String],
+    new_id: &str,
+    new_secret: &str,
+) -> Result<(), String> {
+    let after = ini::parse(&before.path, text.as_bytes());
+    let differs = |why: String| {
+        Err(format!(
+            "the edited {} would not read back as intended ({why}); it was not written",
+            before.path.display()
+        ))
+    };
+    if after.botocore_fails() && !before.botocore_fails() {
+        return differs("it would no longer parse".into());
+    }
+    if after.sections.len() != before.sections.len() {
+        return differs("its sections changed".into());
+    }
+    let token = |k: &str| k == "aws_session_token" || k == "aws_security_token";
+    for (b, a) in before.sections.iter().zip(&after.sections) {
+        if a.name != b.name {
+            return differs(format!("section [{}] became [{}]", b.name, a.name));
+        }
+        let edited = rewritten.contains(&b.name);
+        let expect = |e: &ini::Entry| -> Option<String> {
+            match e.key.as_str() {
+                "aws_access_key_id" if edited => Some(new_id.to_owned()),
+                "aws_secret_access_key" if edited => Some(new_secret.to_owned()),
+                k if edited && token(k) => None,
+                _ => Some(e.value.clone()),
+            }
+        };
+        let wanted: Vec<(&str, String)> = b
+            .entries
+            .iter()
+            .filter_map(|e| expect(e).map(|v| (e.key.as_str(), v)))
+            .collect();
+        let got: Vec<(&str, String)> = a
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.clone()))
+            .collect();
+        if wanted != got {
+            return differs(format!(
+                "section [{}] would not hold what it should",
+                b.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` atomically (temp file in the same directory + rename), keeping the file's
@@ -822,5 +941,34 @@ mod tests {
             "# my keys\r\n[default]\r\naws_access_key_id = AKIANEW\r\n; secret below\r\naws_secret_access_key=newsecret\r\nregion = eu-west-1\r\n\r\n[other]\r\naws_access_key_id = AKIAOTHER\r\naws_secret_access_key = x\r\n[same]\r\n  aws_access_key_id: AKIANEW\r\naws_secret_access_key = newsecret\r\n"
         );
         assert!(rewrite(&text2, &file2, "AKIANONE", "A", "B").is_err());
+    }
+
+    /// Lines end as the parser counts them: a lone CR, or a doubled CR before LF (a file converted
+    /// to CRLF twice), ends a line too. Rewriting by LF alone once put the new key over the wrong
+    /// lines, and the file no longer parsed.
+    #[test]
+    fn rewrite_counts_lines_as_the_parser_does() {
+        for text in [
+            "[work]\r\r\naws_access_key_id = AKIAOLD\r\r\naws_secret_access_key = oldsecret\r\r\n[other]\r\r\naws_access_key_id = AKIAOTHER\r\r\naws_secret_access_key = x\r\r\n",
+            "# keys\r# (old mac line)\n[work]\naws_access_key_id = AKIAOLD\naws_secret_access_key = oldsecret\n[other]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = x\n",
+            "[work]\raws_access_key_id = AKIAOLD\raws_secret_access_key = oldsecret\r[other]\raws_access_key_id = AKIAOTHER\raws_secret_access_key = x",
+        ] {
+            let file = ini::parse(Path::new("c"), text.as_bytes());
+            let e = rewrite(text, &file, "AKIAOLD", "AKIANEW", "newsecret").unwrap();
+            assert_eq!(e.text, text.replace("AKIAOLD", "AKIANEW").replace("oldsecret", "newsecret"));
+            let back = ini::parse(Path::new("c"), e.text.as_bytes());
+            assert_eq!(back.section("other").unwrap().get("aws_access_key_id").unwrap().value, "AKIAOTHER");
+        }
+    }
+
+    /// An edit that would not read back as intended is refused before anything is written.
+    #[test]
+    fn an_edit_that_reads_back_wrong_is_refused() {
+        let text = "[work]\naws_access_key_id = AKIAOLD\naws_secret_access_key = oldsecret\n";
+        let file = ini::parse(Path::new("c"), text.as_bytes());
+        let broken = "[work]\naws_access_key_id = AKIANEW\naws_secret_access_keynewsecret\n";
+        assert!(reads_back(&file, broken, &["work".to_string()], "AKIANEW", "newsecret").is_err());
+        let good = "[work]\naws_access_key_id = AKIANEW\naws_secret_access_key = newsecret\n";
+        assert!(reads_back(&file, good, &["work".to_string()], "AKIANEW", "newsecret").is_ok());
     }
 }
