@@ -88,7 +88,7 @@ pub struct App {
 
 /// What a request showed about itself, for its audit event, borrowed from the request (its
 /// parsed signature, parameters and headers).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Trace<'a> {
     service: Option<&'a str>,
     region: Option<&'a str>,
@@ -418,32 +418,67 @@ impl App {
         // events; they are counted in the metrics instead.
         let mut trace = Trace::default();
         let mut params = Params::default();
-        let result = self
-            .dispatch(
-                &sreq,
-                &body,
-                &mut params,
-                &parsed,
-                &mut dialect,
-                &rid,
-                now,
-                &guard,
-                &mut trace,
-            )
-            .await;
+        // An IAM change's key writes hold their commit until its audit event joins their
+        // transaction (one commit for both; see keyward_store::holding_commits), when the
+        // event goes to the store at all.
+        let hold =
+            dialect == Dialect::Iam && self.auditor.as_ref().is_some_and(|a| a.keeps_events());
+        let dispatched = self.dispatch(
+            &sreq,
+            &body,
+            &mut params,
+            &parsed,
+            &mut dialect,
+            &rid,
+            now,
+            &guard,
+            &mut trace,
+        );
+        let (mut result, holds) = if hold {
+            keyward_store::holding_commits(dispatched).await
+        } else {
+            (dispatched.await, Vec::new())
+        };
         if let Some(auditor) = &self.auditor {
             let source_ip = conn.map(|c| c.peer.ip());
-            self.audit(
-                auditor,
-                &parts,
-                source_ip,
-                &result,
-                dialect,
-                trace,
-                EventId::Uuid(rid_bytes),
-                now,
-            )
-            .await;
+            let retry = (!holds.is_empty()).then(|| trace.clone());
+            let stored = self
+                .audit(
+                    auditor,
+                    &parts,
+                    source_ip,
+                    &result,
+                    dialect,
+                    trace,
+                    EventId::Uuid(rid_bytes),
+                    now,
+                    holds,
+                )
+                .await;
+            if let (Err(e), Some(trace)) = (stored, retry) {
+                // The writes and their event were rolled back: the answer is the failure, and
+                // that is what the trail records.
+                result = Err(self.store_error(e));
+                let _ = self
+                    .audit(
+                        auditor,
+                        &parts,
+                        source_ip,
+                        &result,
+                        dialect,
+                        trace,
+                        EventId::Uuid(rid_bytes),
+                        now,
+                        Vec::new(),
+                    )
+                    .await;
+            }
+        } else {
+            for h in holds {
+                if let Err(e) = h.commit().await {
+                    result = Err(self.store_error(e));
+                }
+            }
         }
         match result {
             Ok(body) => {
@@ -460,7 +495,8 @@ impl App {
     }
 
     /// Records the audit event of one answered request; a call that changed state waits until
-    /// its event is durable.
+    /// its event is durable. With `holds` (the request's held writes) the event joins their
+    /// transaction, and the commit's outcome is returned.
     #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
@@ -472,7 +508,8 @@ impl App {
         trace: Trace<'_>,
         rid: EventId<'_>,
         now: SystemTime,
-    ) {
+        holds: Vec<keyward_store::HeldCommit>,
+    ) -> Result<(), keyward_store::StoreError> {
         let service = trace.service.unwrap_or(match dialect {
             Dialect::Iam => "iam",
             Dialect::Sts => "sts",
@@ -514,7 +551,12 @@ impl App {
             request_id: rid,
             read_only,
         };
-        auditor.record(event, durable).await;
+        if holds.is_empty() {
+            auditor.record(event, durable).await;
+            Ok(())
+        } else {
+            auditor.record_held(event, holds).await
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

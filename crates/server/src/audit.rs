@@ -15,7 +15,7 @@ mod elements;
 use crate::caller::CallerRef;
 use keyward_protocol::time::iso8601;
 use keyward_store::{
-    new_event_id, AuditRecord, EventBatch, EventId, EventRef, IdentityType, Store,
+    new_event_id, AuditRecord, EventBatch, EventId, EventRef, HeldCommit, IdentityType, Store,
 };
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -590,15 +590,55 @@ impl Auditor {
         })
     }
 
+    /// Whether events are kept in the store (so a change's writes can hold their commit for its
+    /// event, see [`Auditor::record_held`]).
+    pub fn keeps_events(&self) -> bool {
+        self.keep
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &AuditStats {
         &self.stats
+    }
+
+    /// Records the event of a change whose store writes are held (see
+    /// [`keyward_store::holding_commits`]): the store's copy goes into the writes' own
+    /// transaction, which then commits, and the log line (if any) is written as for any change.
+    /// Returns the commit's outcome: on an error neither the writes nor the event were stored,
+    /// and the request must answer with the error (and record that answer).
+    pub async fn record_held(
+        &self,
+        event: AuditEvent<'_>,
+        holds: Vec<HeldCommit>,
+    ) -> Result<(), keyward_store::StoreError> {
+        // Late (the batch committed without waiting for it): stored the usual way below.
+        let put = !self.keep || event.with_event(|e| holds.iter().all(|h| h.put(e)));
+        let mut outcome = Ok(());
+        for h in holds {
+            if let Err(e) = h.commit().await {
+                outcome = Err(e);
+            }
+        }
+        outcome?;
+        if put {
+            // In the store already: only the log line, durable before the answer.
+            self.record_as(event, self.log, false).await;
+        } else {
+            self.record(event, true).await;
+        }
+        Ok(())
     }
 
     /// Records an event; with `durable`, returns once it is written (file fsynced, store
     /// committed). Waits while the writer is that far behind (the channel or the pending batch
     /// full).
     pub async fn record(&self, event: AuditEvent<'_>, durable: bool) {
+        self.record_as(event, durable, self.keep).await
+    }
+
+    /// [`Auditor::record`]; with `store` false the event is not packed for the store (it is
+    /// there already), only logged and counted.
+    async fn record_as(&self, event: AuditEvent<'_>, durable: bool, store: bool) {
         if self.tx.is_closed() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -608,7 +648,7 @@ impl Auditor {
         let (json, pending) = event.with_event(|e| {
             let json = self.log.then(|| cloudtrail_json(e));
             let quiet = json.is_none() && !durable;
-            (json, self.shared.push(self.keep.then_some(e), quiet))
+            (json, self.shared.push(store.then_some(e), quiet))
         });
         let Some(pending) = pending else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -27,6 +27,7 @@
 mod backend;
 mod error;
 mod events;
+mod held;
 mod model;
 mod postgres;
 mod seal;
@@ -50,6 +51,7 @@ pub use crate::events::{
     event_id_time, new_event_id, AuditRecord, EventBatch, EventFilter, EventId, EventPage,
     EventQuery, EventRef, IdentityType, UuidText, EVENT_TOKEN_PURPOSE, MAX_EVENTS_PER_PAGE,
 };
+pub use crate::held::{holding_commits, HeldCommit};
 pub use crate::model::{AccessKey, Account, KeyStatus, LastUsed, Page, Secret, Tag, User};
 pub use crate::seal::{MasterKey, Sealer, KEY_LEN};
 

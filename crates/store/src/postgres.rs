@@ -46,7 +46,7 @@ use crate::model::{
     from_millis, to_millis, user_arn, AccessKey, Account, KeyStatus, LastUsed, Tag, User,
 };
 use crate::validate::fold;
-use crate::{mask_database_url, Change, KeyOwner, StoreError};
+use crate::{mask_database_url, Change, HeldCommit, KeyOwner, StoreError};
 
 mod tls;
 
@@ -476,13 +476,35 @@ impl PgBackend {
     }
 
     /// Queues an access-key write for group commit ([`key_writes`]) and waits for its answer.
+    /// Inside [`crate::holding_commits`] the write is held: answered before its batch commits,
+    /// its [`crate::HeldCommit`] handed to the request.
     async fn key_write<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> KeyWrite,
+        make: impl FnOnce(oneshot::Sender<Result<T>>, Option<oneshot::Sender<HeldCommit>>) -> KeyWrite,
     ) -> Result<T> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::closed());
         }
+        // A write this request holds already commits first (one batch runs at a time).
+        crate::held::release_held().await?;
+        let (hold, held) = if crate::held::holding() {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let answered = self.queue_key_write(|reply| make(reply, hold)).await;
+        // The batcher hands the hold over before it answers.
+        if let Some(h) = held.and_then(|mut rx| rx.try_recv().ok()) {
+            crate::held::hand_over(h);
+        }
+        answered
+    }
+
+    async fn queue_key_write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> KeyWrite,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let queue = {
             let mut q = self.key_writes.lock().unwrap_or_else(|e| e.into_inner());
@@ -644,14 +666,18 @@ async fn move_legacy_events(tx: &Transaction<'_>) -> FResult<()> {
     Ok(())
 }
 
+/// Stores a packed batch of audit events if its account exists ([`insert_batch`]).
+const INSERT_BATCH_IF_ACCOUNT: &str =
+    "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
+     SELECT $1, $2, $3, $4, $5
+     WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)";
+
 /// Inserts a packed batch; with `if_account`, only when its account exists.
 async fn insert_batch<C: GenericClient>(c: &C, b: &PackedBatch, if_account: bool) -> FResult<u64> {
     let events = i32::try_from(b.events).unwrap_or(i32::MAX);
     let data: &[u8] = &b.data;
     let sql = if if_account {
-        "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
-         SELECT $1, $2, $3, $4, $5
-         WHERE EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)"
+        INSERT_BATCH_IF_ACCOUNT
     } else {
         "INSERT INTO audit_batches (account_id, min_ms, max_ms, events, data)
          VALUES ($1, $2, $3, $4, $5)"
@@ -1211,10 +1237,11 @@ impl Backend for PgBackend {
 
     async fn insert_access_key(&self, key: NewKey, max_keys: usize) -> Result<AccessKey> {
         // One statement (schema 7's function), group-committed with the other key writes.
-        self.key_write(|reply| KeyWrite::Insert {
+        self.key_write(|reply, hold| KeyWrite::Insert {
             key,
             max_keys,
             reply,
+            hold,
         })
         .await
     }
@@ -1316,8 +1343,12 @@ impl Backend for PgBackend {
             user_name: user_name.map(owned),
             key_id: owned(key_id),
         };
-        self.key_write(|reply| KeyWrite::Delete { target, reply })
-            .await
+        self.key_write(|reply, hold| KeyWrite::Delete {
+            target,
+            reply,
+            hold,
+        })
+        .await
     }
 
     async fn record_key_usage(&self, batch: Vec<(String, LastUsed)>) -> Result<()> {

@@ -1205,3 +1205,98 @@ fn a_batch_moves_the_change_stamp_once_and_only_for_a_change() {
         a.close().await.unwrap();
     });
 }
+
+/// A CreateAccessKey made inside `holding_commits` is answered before it commits: another
+/// connection does not see the key until the request puts its audit event and commits, and then
+/// sees both, stored by the one transaction. A hold dropped without a commit lets the write
+/// commit (without waiting), and outside `holding_commits` writes commit before they return.
+#[test]
+fn held_writes_commit_with_their_event() {
+    run_on(1, false, async {
+        tokio::spawn(held_writes()).await.unwrap();
+    });
+}
+
+async fn held_writes() {
+    let Some((url, a, acct)) = account_with_users("held", &["u0", "u1"]).await else {
+        return;
+    };
+    let other = open(&url).await;
+    let event = |name: &str, id: &str| keyward_store::AuditRecord {
+        account_id: Some(acct.clone()),
+        time: std::time::SystemTime::now(),
+        event_id: id.to_owned(),
+        event_name: name.to_owned(),
+        event_source: "iam.amazonaws.com".into(),
+        region: "us-east-1".into(),
+        identity_type: keyward_store::IdentityType::Root,
+        principal_id: Some(acct.clone()),
+        arn: None,
+        access_key_id: None,
+        user_name: None,
+        session: false,
+        read_only: false,
+        source_ip: None,
+        user_agent: None,
+        error_code: None,
+        error_message: None,
+        request_parameters: None,
+        response_elements: None,
+        request_id: "r".into(),
+        stored_json: None,
+    };
+    let events_of = |s: &Store| {
+        let q = keyward_store::EventQuery {
+            account_id: acct.clone(),
+            filter: None,
+            start: None,
+            end: None,
+            max_results: 50,
+            next_token: None,
+        };
+        let s = s.clone();
+        async move {
+            s.lookup_events(&q)
+                .await
+                .unwrap()
+                .events
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let (made, holds) =
+        keyward_store::holding_commits(a.create_access_key(&acct, Some("u1"))).await;
+    let (key, _secret) = made.unwrap();
+    assert_eq!(holds.len(), 1, "the write is held");
+    // Not committed yet: another node does not find the key.
+    assert!(other.get_access_key(&key.key_id).await.unwrap().is_none());
+    let rec = event("CreateAccessKey", "held-1");
+    assert!(holds[0].put(&rec.as_event()));
+    for h in holds {
+        h.commit().await.unwrap();
+    }
+    assert!(other.get_access_key(&key.key_id).await.unwrap().is_some());
+    assert_eq!(events_of(&other).await, vec!["held-1".to_string()]);
+    // A hold dropped without a commit: the write commits anyway, without an event.
+    let (made, holds) =
+        keyward_store::holding_commits(a.delete_access_key(&acct, Some("u1"), &key.key_id)).await;
+    made.unwrap();
+    assert_eq!(holds.len(), 1);
+    drop(holds);
+    for _ in 0..100 {
+        if other.get_access_key(&key.key_id).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(other.get_access_key(&key.key_id).await.unwrap().is_none());
+    assert_eq!(events_of(&other).await, vec!["held-1".to_string()]);
+    // Outside holding_commits: committed when it returns.
+    let (k2, _) = a.create_access_key(&acct, Some("u1")).await.unwrap();
+    assert!(other.get_access_key(&k2.key_id).await.unwrap().is_some());
+    // A failed write (no such user) is not held.
+    let (made, holds) =
+        keyward_store::holding_commits(a.create_access_key(&acct, Some("nobody"))).await;
+    assert!(made.is_err() && holds.is_empty());
+}

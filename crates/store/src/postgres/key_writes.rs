@@ -45,9 +45,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::{
-    announce, count, count_at, exec, fold, opt_row, pool_error, FResult, Fail, CALL_TIMEOUT,
+    announce, count, count_at, exec, fold, insert_batch, opt_row, pool_error, FResult, Fail,
+    CALL_TIMEOUT, INSERT_BATCH_IF_ACCOUNT,
 };
 use crate::backend::{NewKey, Result};
+use crate::events::EventBatch;
+use crate::held::{held, HeldCommit, HeldEvents, Holder};
 use crate::model::{from_millis, AccessKey, KeyStatus};
 use crate::{Change, StoreError};
 
@@ -55,6 +58,10 @@ use crate::{Change, StoreError};
 const MAX_BATCH: usize = 64;
 /// Writes waiting for the batcher; a caller past this waits to queue.
 const QUEUE: usize = 1024;
+/// The longest a held batch waits for its requests' audit events, its owners' rows locked. A
+/// request puts its event within microseconds of its answer; one that has not by then (a stalled
+/// or dropped request) is committed without it and stores its event the usual way.
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A queued access-key write and the channel its caller waits on.
 pub(super) enum KeyWrite {
@@ -63,11 +70,15 @@ pub(super) enum KeyWrite {
         key: NewKey,
         max_keys: usize,
         reply: oneshot::Sender<Result<AccessKey>>,
+        /// The request holds its commit (see [`crate::held`]): where its hold goes.
+        hold: Option<oneshot::Sender<HeldCommit>>,
     },
     /// DeleteAccessKey: the key exists and is the owner's.
     Delete {
         target: KeyDelete,
         reply: oneshot::Sender<Result<()>>,
+        /// As for `Insert`.
+        hold: Option<oneshot::Sender<HeldCommit>>,
     },
 }
 
@@ -140,7 +151,8 @@ async fn batcher(pool: Pool, mut rx: mpsc::Receiver<KeyWrite>) {
 
 /// Runs a batch and answers every caller.
 async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
-    if batch.len() == 1 {
+    let held = batch.iter().any(KeyWrite::is_held);
+    if batch.len() == 1 && !held {
         if let Some(w) = batch.pop() {
             run_alone(pool, w).await;
         }
@@ -149,6 +161,9 @@ async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
     // Stable: the writes of one owner keep their order. (The owners are locked in order before
     // any write; the deletes then lock their keys in this order.)
     batch.sort_by_cached_key(KeyWrite::owner);
+    if held {
+        return run_held(pool, batch).await;
+    }
     match together(pool, &batch).await {
         Together::Committed(rows) => {
             settle(
@@ -164,6 +179,119 @@ async fn run(pool: &Pool, mut batch: Vec<KeyWrite>) {
         }
         Together::Failed(e) => {
             for w in batch {
+                w.answer_err(same(&e));
+            }
+        }
+    }
+}
+
+/// Runs a batch with held writes (see [`crate::held`]) in two round trips: `BEGIN`, the locks,
+/// the writes and the change stamp; then, once every held request has put its audit event (or
+/// [`HOLD_WAIT`] passed), the events and `COMMIT`. A held write that succeeded is answered
+/// between the two, with its [`HeldCommit`], which learns the commit's outcome; the others are
+/// answered once committed. A refused statement rolls back and every write runs alone, unheld.
+async fn run_held(pool: &Pool, batch: Vec<KeyWrite>) {
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = pool_error(e);
+            for w in batch {
+                w.answer_err(same(&e));
+            }
+            return;
+        }
+    };
+    let rows = match together_on(&client, &batch, false).await {
+        (Together::Committed(rows), _) => rows,
+        (Together::Refused, _) => {
+            // The transaction is aborted: end it before the connection goes back to the pool.
+            if client.batch_execute("ROLLBACK").await.is_err() {
+                let _ = Object::take(client);
+            }
+            let alone: Vec<_> = batch.into_iter().map(|w| run_alone(pool, w)).collect();
+            join_in_order(alone).await;
+            return;
+        }
+        (Together::Failed(e), _) => {
+            let _ = Object::take(client);
+            for w in batch {
+                w.answer_err(same(&e));
+            }
+            return;
+        }
+    };
+    let changes: Vec<Change> = batch
+        .iter()
+        .zip(&rows)
+        .filter_map(|(w, row)| w.change_of(row.as_ref()))
+        .collect();
+    let events: HeldEvents = std::sync::Arc::new(std::sync::Mutex::new(Some(EventBatch::new())));
+    let mut holders: Vec<Holder> = Vec::new();
+    let mut deferred = Vec::new();
+    for (w, row) in batch.into_iter().zip(rows) {
+        if w.is_held() {
+            holders.extend(w.answer_held(row, &events));
+        } else {
+            deferred.push((w, row));
+        }
+    }
+    let (readies, outcomes): (Vec<_>, Vec<_>) =
+        holders.into_iter().map(|h| (h.ready, h.outcome)).unzip();
+    let _ = tokio::time::timeout(HOLD_WAIT, async {
+        for r in readies {
+            let _ = r.await;
+        }
+    })
+    .await;
+    let packed = events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .map(EventBatch::finish)
+        .unwrap_or_default();
+    let work = async {
+        if !packed.is_empty() {
+            // Prepared first, so that the inserts are sent before the COMMIT (see `together_on`).
+            client.prepare_cached(INSERT_BATCH_IF_ACCOUNT).await?;
+        }
+        let mut steps: Vec<Step<'_>> = packed
+            .iter()
+            .map(|b| -> Step<'_> {
+                Box::pin(async { insert_batch(&client, b, true).await.map(drop) })
+            })
+            .collect();
+        steps.push(Box::pin(async {
+            Ok(client.batch_execute("COMMIT").await?)
+        }));
+        // Any error (a refused insert makes the COMMIT roll back silently) fails the batch.
+        join_in_order(steps)
+            .await
+            .into_iter()
+            .collect::<FResult<Vec<()>>>()
+    };
+    let outcome = match tokio::time::timeout(CALL_TIMEOUT, work).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::from(e)),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
+        ))),
+    };
+    match outcome {
+        Ok(()) => {
+            announce(pool, &changes).await;
+            for o in outcomes {
+                let _ = o.send(Ok(()));
+            }
+            for (w, row) in deferred {
+                w.answer(Ok(row));
+            }
+        }
+        Err(e) => {
+            let _ = Object::take(client);
+            for o in outcomes {
+                let _ = o.send(Err(same(&e)));
+            }
+            for (w, _) in deferred {
                 w.answer_err(same(&e));
             }
         }
@@ -208,6 +336,17 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
         Ok(c) => c,
         Err(e) => return Together::Failed(pool_error(e)),
     };
+    let (done, timed_out) = together_on(&client, batch, true).await;
+    if timed_out {
+        let _ = Object::take(client);
+    }
+    done
+}
+
+/// [`together`] on `client`; without `commit` the transaction is left open after the change
+/// stamp (`Committed` then means: every statement done). Also says whether it timed out (the
+/// connection is then to be discarded).
+async fn together_on(client: &Object, batch: &[KeyWrite], commit: bool) -> (Together, bool) {
     let mut root_accounts: Vec<&str> = Vec::new();
     let (mut user_accounts, mut user_names): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
     for w in batch {
@@ -236,23 +375,26 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
             vec![Box::pin(async { Ok(client.batch_execute("BEGIN").await?) })];
         if !root_accounts.is_empty() {
             head.push(Box::pin(async {
-                exec(&client, LOCK_ACCOUNTS, &[&root_accounts])
+                exec(client, LOCK_ACCOUNTS, &[&root_accounts])
                     .await
                     .map(drop)
             }));
         }
         if !user_accounts.is_empty() {
             head.push(Box::pin(async {
-                exec(&client, LOCK_USERS, &[&user_accounts, &user_names])
+                exec(client, LOCK_USERS, &[&user_accounts, &user_names])
                     .await
                     .map(drop)
             }));
         }
-        let writes = join_in_order(batch.iter().map(|w| w.execute(&client)).collect());
-        let tail: Vec<Step<'_>> = vec![
-            Box::pin(async { exec(&client, BUMP, &[]).await.map(drop) }),
-            Box::pin(async { Ok(client.batch_execute("COMMIT").await?) }),
-        ];
+        let writes = join_in_order(batch.iter().map(|w| w.execute(client)).collect());
+        let mut tail: Vec<Step<'_>> =
+            vec![Box::pin(async { exec(client, BUMP, &[]).await.map(drop) })];
+        if commit {
+            tail.push(Box::pin(async {
+                Ok(client.batch_execute("COMMIT").await?)
+            }));
+        }
         let (head, rows, tail) = in_order3(
             Box::pin(join_in_order(head)),
             Box::pin(writes),
@@ -263,12 +405,14 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
     };
     let (head, rows, tail) = match tokio::time::timeout(CALL_TIMEOUT, work).await {
         Ok(Ok(done)) => done,
-        Ok(Err(e)) => return Together::Failed(e.into()),
+        Ok(Err(e)) => return (Together::Failed(e.into()), false),
         Err(_) => {
-            let _ = Object::take(client);
-            return Together::Failed(StoreError::Unavailable(format!(
-                "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
-            )));
+            return (
+                Together::Failed(StoreError::Unavailable(format!(
+                    "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
+                ))),
+                true,
+            );
         }
     };
     let mut errors: Vec<Fail> = Vec::new();
@@ -283,13 +427,14 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
     errors.extend(tail.into_iter().filter_map(|r| r.err()));
     // A `COMMIT` after a refused statement rolls back (and answers without an error).
     let answered = |e: &Fail| matches!(e, Fail::Db(e) if e.as_db_error().is_some());
-    match errors.iter().position(|e| !answered(e)) {
+    let done = match errors.iter().position(|e| !answered(e)) {
         // The connection failed (or the store refused something): the COMMIT's outcome is unknown.
         Some(i) => Together::Failed(errors.swap_remove(i).into()),
         // Every error is PostgreSQL's answer, so the server got to the COMMIT: rolled back.
         None if !errors.is_empty() => Together::Refused,
         None => Together::Committed(ok),
-    }
+    };
+    (done, false)
 }
 
 /// Polls the futures in their order until all are done: each sends its request on its first
@@ -528,12 +673,24 @@ impl KeyWrite {
 
     /// What a committed write changed that caches must hear of: a deleted key.
     fn change(&self, r: &Result<Option<Row>>) -> Option<Change> {
-        match (self, r) {
-            (KeyWrite::Delete { target, .. }, Ok(Some(row))) => {
+        self.change_of(r.as_ref().ok()?.as_ref())
+    }
+
+    /// [`KeyWrite::change`] from the write's row.
+    fn change_of(&self, row: Option<&Row>) -> Option<Change> {
+        match (self, row) {
+            (KeyWrite::Delete { target, .. }, Some(row)) => {
                 let deleted: i64 = row.try_get(1).ok()?;
                 (deleted > 0).then(|| Change::AccessKey(target.key_id.clone()))
             }
             _ => None,
+        }
+    }
+
+    /// Whether the caller holds its commit (see [`crate::held`]).
+    fn is_held(&self) -> bool {
+        match self {
+            KeyWrite::Insert { hold, .. } | KeyWrite::Delete { hold, .. } => hold.is_some(),
         }
     }
 
@@ -544,12 +701,49 @@ impl KeyWrite {
                 key,
                 max_keys,
                 reply,
+                ..
             } => {
                 let _ = reply.send(r.and_then(|row| inserted(&key, max_keys, row)));
             }
-            KeyWrite::Delete { target, reply } => {
+            KeyWrite::Delete { target, reply, .. } => {
                 let _ = reply.send(r.and_then(|row| deleted(&target, row)));
             }
+        }
+    }
+
+    /// Answers a held caller from its row, its transaction still open: if the write succeeded,
+    /// its [`HeldCommit`] (sharing the batch's `events`) goes to the caller first, and the batch
+    /// keeps the other side. A write that failed changed nothing and is answered as usual.
+    fn answer_held(self, row: Option<Row>, events: &HeldEvents) -> Option<Holder> {
+        fn hand<T>(
+            r: Result<T>,
+            reply: oneshot::Sender<Result<T>>,
+            hold: Option<oneshot::Sender<HeldCommit>>,
+            events: &HeldEvents,
+        ) -> Option<Holder> {
+            let holder = match (&r, hold) {
+                (Ok(_), Some(hold)) => {
+                    let (commit, holder) = held(events);
+                    // A caller gone meanwhile is not waited for.
+                    hold.send(commit).ok().map(|()| holder)
+                }
+                _ => None,
+            };
+            let _ = reply.send(r);
+            holder
+        }
+        match self {
+            KeyWrite::Insert {
+                key,
+                max_keys,
+                reply,
+                hold,
+            } => hand(inserted(&key, max_keys, row), reply, hold, events),
+            KeyWrite::Delete {
+                target,
+                reply,
+                hold,
+            } => hand(deleted(&target, row), reply, hold, events),
         }
     }
 
