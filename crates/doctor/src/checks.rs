@@ -93,6 +93,7 @@ pub(crate) fn offline_findings(r: &Resolution, env: &dyn Environment) -> Vec<Fin
     if let ChainOutcome::Static(c) = &r.outcome {
         credential_findings(r, c, env, &mut out);
     }
+    region_findings(r, &mut out);
     if r.endpoint.source != Source::Default {
         let loc = r.endpoint.source.location().cloned();
         out.push(
@@ -116,6 +117,54 @@ pub(crate) fn offline_findings(r: &Resolution, env: &dyn Environment) -> Vec<Fin
         );
     }
     out
+}
+
+/// botocore's `validate_region_name`: a host label (letters, digits and `-`, at most 63, not all
+/// digits, no `-` at either end). An empty name passes it.
+fn is_region_name(r: &str) -> bool {
+    r.len() <= 63
+        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !r.starts_with('-')
+        && !r.ends_with('-')
+        && (r.is_empty() || !r.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A region the CLI cannot use: refused by its check, or empty (then it builds the endpoint
+/// `https://sts..amazonaws.com`).
+fn region_findings(r: &Resolution, out: &mut Vec<Finding>) {
+    let Some(region) = &r.region else {
+        return;
+    };
+    let loc = region.source.location().cloned();
+    if region.value.is_empty() {
+        out.push(
+            Finding::new(
+                Code::InvalidRegion,
+                Severity::Error,
+                format!(
+                    "the region is empty ({}): the CLI builds no valid endpoint from it (\"Invalid endpoint: https://sts..amazonaws.com\").",
+                    region.source
+                ),
+                "set a region (e.g. us-east-1) or remove the empty setting",
+            )
+            .at(loc),
+        );
+    } else if !is_region_name(&region.value) {
+        out.push(
+            Finding::new(
+                Code::InvalidRegion,
+                Severity::Error,
+                format!(
+                    "the region '{}' ({}) is not a region name: the CLI stops with \"Provided region_name '{}' doesn't match a supported format.\"",
+                    crate::ini::escape(&region.value),
+                    region.source,
+                    region.value
+                ),
+                "write the region alone (e.g. us-west-2); a comment after it on the same line is part of the value",
+            )
+            .at(loc),
+        );
+    }
 }
 
 fn file_findings(f: &SharedFile, is_creds: bool, out: &mut Vec<Finding>) {
@@ -648,7 +697,9 @@ fn chain_findings(r: &Resolution, env: &dyn Environment, out: &mut Vec<Finding>)
             format!("aws configure --profile {}", r.profile_name()),
         )),
         ChainOutcome::Failed(
-            ChainError::InvalidConfig { message, at } | ChainError::InfiniteLoop { message, at },
+            ChainError::InvalidConfig { message, at }
+            | ChainError::InfiniteLoop { message, at }
+            | ChainError::CredentialRetrieval { message, at },
         ) => out.push(
             Finding::new(
                 Code::InvalidConfig,
@@ -1043,24 +1094,10 @@ fn credential_findings(
         }
     }
 
-    // Account.
-    let expected = c.account_id.clone().or_else(|| {
-        r.get("aws_account_id")
-            .map(|f| crate::resolve::Sourced {
-                value: f.entry.value.clone(),
-                source: f.source(),
-            })
-            .or_else(|| {
-                env.var("AWS_ACCOUNT_ID")
-                    .filter(|v| !v.is_empty())
-                    .map(|value| crate::resolve::Sourced {
-                        value,
-                        source: Source::Env {
-                            var: "AWS_ACCOUNT_ID".into(),
-                        },
-                    })
-            })
-    });
+    // Account: as the provider that supplied the keys states it (botocore reads
+    // `aws_account_id` only from the keys' own section, `AWS_ACCOUNT_ID` only with keys from the
+    // environment); an account id anywhere else is not the CLI's.
+    let expected = c.account_id.clone();
     if let (Some(decoded), Some(expected)) = (account_of_key_id(key), &expected) {
         if decoded != expected.value.trim() {
             out.push(

@@ -87,6 +87,8 @@ codes! {
     FilePermissions = "file-permissions",
     /// A config or credentials file exists but cannot be read: botocore silently treats it as empty.
     FileUnreadable = "file-unreadable",
+    /// The region is not a name the CLI accepts (botocore's check), or is empty.
+    InvalidRegion = "invalid-region",
     /// Requests go to an endpoint other than AWS's default for the region.
     EndpointOverride = "endpoint-override",
     /// The account encoded in the key id is not the account the profile or environment expects.

@@ -89,9 +89,9 @@ pub(crate) fn chain_error_message(e: &ChainError) -> String {
         ChainError::LegacyFileMissing { path } => {
             format!("Config file {} could not be found", path.display())
         }
-        ChainError::InvalidConfig { message, .. } | ChainError::InfiniteLoop { message, .. } => {
-            message.clone()
-        }
+        ChainError::InvalidConfig { message, .. }
+        | ChainError::InfiniteLoop { message, .. }
+        | ChainError::CredentialRetrieval { message, .. } => message.clone(),
     }
 }
 

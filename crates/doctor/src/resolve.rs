@@ -239,6 +239,14 @@ pub enum ChainError {
         /// The option that selected the provider.
         at: Option<Location>,
     },
+    /// botocore's `CredentialRetrievalError` raised before any request: a role's
+    /// `credential_source` that has no credentials to give.
+    CredentialRetrieval {
+        /// botocore's message.
+        message: String,
+        /// The `credential_source` option.
+        at: Option<Location>,
+    },
 }
 
 /// What the chain ends with.
@@ -568,6 +576,12 @@ fn env_value(env: &dyn Environment, name: &str) -> Option<Sourced<String>> {
     })
 }
 
+/// `AWS_EC2_METADATA_DISABLED=true` (any case): botocore's instance metadata fetcher asks nothing.
+fn imds_disabled(env: &dyn Environment) -> bool {
+    env.var("AWS_EC2_METADATA_DISABLED")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// Non-empty environment variable (botocore's `environ.get(name, '')` truthiness).
 fn env_nonempty(env: &dyn Environment, name: &str) -> Option<Sourced<String>> {
     env_value(env, name).filter(|v| !v.value.is_empty())
@@ -730,7 +744,12 @@ const CREDENTIAL_SOURCES: [&str; 3] = ["EcsContainer", "Ec2InstanceMetadata", "E
 /// (`_get_role_config`, `_validate_source_profile`, `_resolve_credentials_from_profile`), following
 /// `source_profile` from profile to profile; `visited` holds the profiles on the way, the
 /// selected one first.
-fn check_role(r: &Resolution, profile: &str, visited: &mut Vec<String>) -> Result<(), ChainError> {
+fn check_role(
+    r: &Resolution,
+    env: &dyn Environment,
+    profile: &str,
+    visited: &mut Vec<String>,
+) -> Result<(), ChainError> {
     let view = view_for(&r.config, &r.credentials, profile);
     let get = |k: &str| r.get_in(&view, k);
     let at = get("role_arn").map(|f| f.location());
@@ -747,13 +766,33 @@ fn check_role(r: &Resolution, profile: &str, visited: &mut Vec<String>) -> Resul
             missing: "source_profile or credential_source".into(),
         }),
         (None, Some(cs)) => {
-            if CREDENTIAL_SOURCES.contains(&cs.entry.value.as_str()) {
+            let name = cs.entry.value.as_str();
+            if !CREDENTIAL_SOURCES.contains(&name) {
+                return Err(invalid(format!(
+                    "The credential source \"{name}\" referenced in profile \"{profile}\" is not valid."
+                )));
+            }
+            // botocore asks the source for credentials before it calls STS; these three find
+            // none without their environment.
+            let available = match name {
+                "Environment" => env_nonempty(env, "AWS_ACCESS_KEY_ID").is_some(),
+                "Ec2InstanceMetadata" => !imds_disabled(env),
+                _ => [
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                ]
+                .iter()
+                .any(|v| env_value(env, v).is_some()),
+            };
+            if available {
                 Ok(())
             } else {
-                Err(invalid(format!(
-                    "The credential source \"{}\" referenced in profile \"{profile}\" is not valid.",
-                    cs.entry.value
-                )))
+                Err(ChainError::CredentialRetrieval {
+                    message: format!(
+                        "Error when retrieving credentials from {name}: No credentials found in credential_source referenced in profile {profile}"
+                    ),
+                    at: Some(cs.location()),
+                })
             }
         }
         (Some(sp), None) => {
@@ -816,7 +855,7 @@ fn check_role(r: &Resolution, profile: &str, visited: &mut Vec<String>) -> Resul
                     "The source profile \"{source}\" must have credentials."
                 )));
             }
-            check_role(r, &source, visited)
+            check_role(r, env, &source, visited)
         }
     }
 }
@@ -881,27 +920,49 @@ fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainO
     // and its source profiles before it calls STS: those failures are offline facts.
     if let Some(f) = get("role_arn") {
         if get("web_identity_token_file").is_none() {
-            if let Err(e) = check_role(r, r.profile_name(), &mut vec![r.profile_name().to_owned()])
-            {
+            if let Err(e) = check_role(
+                r,
+                env,
+                r.profile_name(),
+                &mut vec![r.profile_name().to_owned()],
+            ) {
                 return Failed(e);
             }
             return deferred(Provider::AssumeRole, f);
         }
     }
-    // web identity: from the profile, or from the environment unless --profile was given.
-    if let Some(f) = get("web_identity_token_file") {
-        if get("role_arn").is_some() {
-            return deferred(Provider::AssumeRoleWithWebIdentity, f);
+    // web identity (botocore's `_get_config`): each setting from its environment variable when
+    // that is set at all, even empty (unless --profile was given), else from the profile; a token
+    // file with no role ARN is an error.
+    let web_identity = |key: &str, var: &str| -> Option<(String, Source)> {
+        if !disable_env {
+            if let Some(v) = env_value(env, var) {
+                return Some((v.value, v.source));
+            }
         }
-    }
-    if !disable_env
-        && env_nonempty(env, "AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
-        && env_nonempty(env, "AWS_ROLE_ARN").is_some()
+        get(key).map(|f| {
+            (
+                f.entry.value.clone(),
+                Source::File {
+                    location: f.location(),
+                },
+            )
+        })
+    };
+    if let Some((_, token_source)) =
+        web_identity("web_identity_token_file", "AWS_WEB_IDENTITY_TOKEN_FILE")
+            .filter(|(v, _)| !v.is_empty())
     {
-        return Deferred {
-            provider: Provider::AssumeRoleWithWebIdentity,
-            trigger: Source::env("AWS_WEB_IDENTITY_TOKEN_FILE"),
-        };
+        if web_identity("role_arn", "AWS_ROLE_ARN").is_some_and(|(v, _)| !v.is_empty()) {
+            return Deferred {
+                provider: Provider::AssumeRoleWithWebIdentity,
+                trigger: token_source,
+            };
+        }
+        return Failed(ChainError::InvalidConfig {
+            message: "The provided profile or the current environment is configured to assume role with web identity but has no role ARN configured. Ensure that the profile has the role_arnconfiguration set or the AWS_ROLE_ARN env var is set.".into(),
+            at: token_source.location().cloned(),
+        });
     }
     // IAM Identity Center: botocore's SSO provider runs when the profile names sso_role_name or
     // sso_account_id (sso_start_url or sso_session alone do not select it), and then needs all
@@ -980,17 +1041,15 @@ fn run_chain(r: &Resolution, env: &dyn Environment, disable_env: bool) -> ChainO
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     ] {
-        if env_nonempty(env, var).is_some() {
+        // botocore: set at all (`in environ`), even empty.
+        if env_value(env, var).is_some() {
             return Deferred {
                 provider: Provider::ContainerRole,
                 trigger: Source::env(var),
             };
         }
     }
-    let imds_disabled = env
-        .var("AWS_EC2_METADATA_DISABLED")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if !imds_disabled {
+    if !imds_disabled(env) {
         return Deferred {
             provider: Provider::IamRole,
             trigger: Source::Default,

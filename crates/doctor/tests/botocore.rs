@@ -195,6 +195,16 @@ fn scenarios() -> Vec<Scenario> {
         s!("source profile without credentials", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nregion = x\n"), None, &[], Some("r")),
         s!("source profile with a role and no source", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::123456789012:role/y\n"), None, &[], Some("r")),
         s!("source profile with a key id only", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = src\n"), Some(b"[src]\naws_access_key_id = AKIARZPUZDIKGB2VALC4\n"), &[], Some("r")),
+        // Web identity: each setting from its environment variable when set at all, else the
+        // profile; a token file without a role ARN is refused.
+        s!("web identity token file without a role ARN", Some("[default]\nweb_identity_token_file = /x/tok\n"), Some(keys), &[], None),
+        s!("web identity token file from the environment, no role ARN", None, Some(keys), &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/x/tok")], None),
+        s!("empty AWS_ROLE_ARN hides the profile's", Some("[default]\nrole_arn = arn:aws:iam::123456789012:role/p\nweb_identity_token_file = /x/tok\n"), Some(keys), &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/x/tok"), ("AWS_ROLE_ARN", "")], None),
+        s!("empty AWS_WEB_IDENTITY_TOKEN_FILE hides the profile's", Some("[default]\nrole_arn = arn:aws:iam::123456789012:role/p\nweb_identity_token_file = /x/tok\n"), Some(keys), &[("AWS_WEB_IDENTITY_TOKEN_FILE", "")], None),
+        // A role's credential_source with nothing to give.
+        s!("credential_source Environment without env keys", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\ncredential_source = Environment\n"), None, &[], Some("r")),
+        s!("credential_source Ec2InstanceMetadata with IMDS disabled", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\ncredential_source = Ec2InstanceMetadata\n"), None, &[], Some("r")),
+        s!("credential_source EcsContainer without container variables", Some("[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\ncredential_source = EcsContainer\n"), None, &[], Some("r")),
         s!("sso_session naming no section", Some("[profile dev]\nsso_role_name = R\nsso_account_id = 123456789012\nsso_session = nope\n"), None, &[], Some("dev")),
     ]
 }
@@ -217,6 +227,7 @@ fn ours_as_json(o: &ChainOutcome, region: Option<String>) -> Value {
             ChainError::LegacyFileMissing { .. } => "ConfigNotFound",
             ChainError::InvalidConfig { .. } => "InvalidConfigError",
             ChainError::InfiniteLoop { .. } => "InfiniteLoopConfigError",
+            ChainError::CredentialRetrieval { .. } => "CredentialRetrievalError",
         }}),
         ChainOutcome::Deferred { provider, .. } => {
             json!({"ok": false, "error": format!("deferred {}", provider.method())})

@@ -148,8 +148,14 @@ fn table() -> Vec<(Code, Fixture, Fixture)> {
         (Code::FileUnreadable, Fixture { credentials: None, cli: CliVersion::V1, ..base() }.env("AWS_CREDENTIAL_FILE", "/nonexistent/keyward"), Fixture { cli: CliVersion::V1, ..base() }),
         (Code::EndpointOverride, base().env("AWS_ENDPOINT_URL", "http://localhost:4566"), base()),
         (Code::EndpointOverride, base().config("[default]\nregion = us-east-1\nservices = local\n[services local]\nsts =\n  endpoint_url = http://localhost:4566\n"), base()),
-        (Code::AccountMismatch, base().env("AWS_ACCOUNT_ID", "111111111111"), base().env("AWS_ACCOUNT_ID", "123456789012")),
-        (Code::AccountMismatch, base().config("[default]\nregion = us-east-1\naws_account_id = 111111111111\n"), base().config("[default]\nregion = us-east-1\naws_account_id = 123456789012\n")),
+        (Code::AccountMismatch, env_keys(base()).env("AWS_ACCOUNT_ID", "111111111111"), env_keys(base()).env("AWS_ACCOUNT_ID", "123456789012")),
+        // botocore reads AWS_ACCOUNT_ID only with keys from the environment.
+        (Code::AccountMismatch, env_keys(base()).env("AWS_ACCOUNT_ID", "111111111111"), base().env("AWS_ACCOUNT_ID", "111111111111")),
+        (Code::AccountMismatch, base().creds(format!("[default]\naws_access_key_id = {K}\naws_secret_access_key = {S}\naws_account_id = 111111111111\n")), base().creds(format!("[default]\naws_access_key_id = {K}\naws_secret_access_key = {S}\naws_account_id = 123456789012\n"))),
+        // ... and aws_account_id only from the section that holds the keys.
+        (Code::AccountMismatch, base().creds(format!("[default]\naws_access_key_id = {K}\naws_secret_access_key = {S}\naws_account_id = 111111111111\n")), base().config("[default]\nregion = us-east-1\naws_account_id = 111111111111\n")),
+        (Code::InvalidRegion, base().config("[default]\nregion = us-west-2 # prod\n"), base()),
+        (Code::InvalidRegion, base().env("AWS_DEFAULT_REGION", ""), base().env("AWS_DEFAULT_REGION", "eu-west-1")),
         (Code::NoCredentials, Fixture { credentials: None, ..base() }.env("AWS_EC2_METADATA_DISABLED", "true"), base()),
         (Code::ProviderNotChecked, base().config("[default]\nregion = us-east-1\n[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = default\n").profile("r"), base()),
         (Code::ProbeUnavailable, Fixture { offline: false, ..base() }, base()),
@@ -355,7 +361,9 @@ fn clock_skew_is_reported_even_when_the_call_works() {
         account: "999999999999".into(),
         ..id
     };
-    let f = f.config("[default]\nregion = us-east-1\naws_account_id = 123456789012\n");
+    let f = f.creds(format!(
+        "[default]\naws_access_key_id = {K}\naws_secret_access_key = {S}\naws_account_id = 123456789012\n"
+    ));
     let r = f.run_with(Some(&MultiProber(vec![ProbeOutcome::Identity(other)])));
     assert!(
         codes(&r).contains(&Code::AccountMismatch),
