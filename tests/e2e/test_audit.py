@@ -276,3 +276,27 @@ def test_acknowledged_change_survives_kill_9(audited):
     assert len(events) == 1 and json.loads(events[0]["CloudTrailEvent"])["requestParameters"]["userName"] == "frank"
     audited.stop()
     assert verify(audited.audit_log)[0] == 0
+
+
+def test_events_read_as_cloudtrail_writes_them(audited):
+    """Root's events are found by Username=root (as LookupEvents' documentation pages through
+    them), times inside responseElements and requestParameters are in CloudTrail's words, and
+    integer parameters are numbers."""
+    ct_time = re.compile(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2}:\d{2} [AP]M")
+    audited.client("iam").create_user(UserName="tina")
+    audited.client("sts").get_session_token(DurationSeconds=900)
+    roots = eventually(lambda: lookup(audited, ("Username", "root")), lambda ev: len(ev) >= 2)
+    assert {"CreateUser", "GetSessionToken"} <= {e["EventName"] for e in roots}
+    assert all(e["Username"] == "root" for e in roots)
+    created = json.loads(lookup(audited, ("EventName", "CreateUser"))[0]["CloudTrailEvent"])
+    assert ct_time.fullmatch(created["responseElements"]["user"]["createDate"]), created
+    session = json.loads(eventually(lambda: lookup(audited, ("EventName", "GetSessionToken")), bool)[0]["CloudTrailEvent"])
+    assert session["requestParameters"]["durationSeconds"] == 900
+    assert ct_time.fullmatch(session["responseElements"]["credentials"]["expiration"]), session
+    # LookupEvents' own times.
+    ct = audited.client("cloudtrail")
+    ct.lookup_events(StartTime=datetime(2026, 1, 2, 15, 4, 5, tzinfo=timezone.utc), EndTime=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    ev = eventually(lambda: [json.loads(e["CloudTrailEvent"]) for e in lookup(audited, ("EventName", "LookupEvents"))],
+                    lambda evs: any("startTime" in (e["requestParameters"] or {}) for e in evs))
+    params = next(e["requestParameters"] for e in ev if "startTime" in (e["requestParameters"] or {}))
+    assert params["startTime"] == "Jan 2, 2026, 3:04:05 PM" and params["endTime"] == "Jan 1, 2030, 12:00:00 AM", params

@@ -195,6 +195,19 @@ def test_s3_dialect(server):
     assert error_of(e)[:2] == ("NotImplemented", 501)
 
 
+def test_s3_list_buckets_shape(server):
+    """The owner is the account's canonical id, without DisplayName (S3 stopped returning it in
+    November 2025); a Prefix sent is echoed; max-buckets must be 1 to 10,000."""
+    s3 = server.client("s3")
+    out = s3.list_buckets(Prefix="foo", MaxBuckets=5)
+    assert out["Prefix"] == "foo" and "DisplayName" not in out["Owner"] and len(out["Owner"]["ID"]) == 64
+    raw_s3 = server.client("s3", parameter_validation=False)
+    for bad in (0, 10001):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            raw_s3.list_buckets(MaxBuckets=bad)
+        assert error_of(e)[:2] == ("InvalidArgument", 400)
+
+
 def test_s3_cli_ls_is_a_credential_check(server):
     rc, out, err = server.aws("s3", "ls")
     assert rc == 0, err

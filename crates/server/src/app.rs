@@ -921,7 +921,22 @@ fn camel_keys(v: serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(m) => serde_json::Value::Object(
             m.into_iter()
-                .map(|(k, v)| (audit::camel(&k), camel_keys(v)))
+                .map(|(k, v)| {
+                    // LookupEvents' times (epoch seconds on the wire) as CloudTrail writes them.
+                    let v = match (k.as_str(), &v) {
+                        ("StartTime" | "EndTime", serde_json::Value::Number(n)) => n
+                            .as_f64()
+                            .filter(|t| t.is_finite() && *t >= 0.0)
+                            .and_then(|t| {
+                                let t = std::time::UNIX_EPOCH
+                                    + std::time::Duration::from_secs_f64(t.min(4e11));
+                                audit::cloudtrail_time(&keyward_protocol::time::iso8601(t))
+                            })
+                            .map_or(v, serde_json::Value::String),
+                        _ => v,
+                    };
+                    (audit::camel(&k), camel_keys(v))
+                })
                 .collect(),
         ),
         serde_json::Value::Array(a) => {

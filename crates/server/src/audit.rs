@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-pub(crate) use elements::camel;
+pub(crate) use elements::{camel, cloudtrail_time};
 
 /// CloudTrail's event format version.
 pub const EVENT_VERSION: &str = "1.08";
@@ -49,6 +49,8 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_BATCH: usize = 10_000;
 /// Time between pruning rounds.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// The query parameters of keyward's APIs that the service models type as integers.
+const INTEGER_PARAMETERS: &[&str] = &["DurationSeconds", "MaxItems", "MinimumSessionTokenSize"];
 /// The value CloudTrail shows in place of a secret request parameter.
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
@@ -200,7 +202,13 @@ pub fn request_parameters<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) 
             .iter()
             .any(|s| lower.contains(s));
         let v = if secret { HIDDEN } else { v };
-        map.insert(camel(k), Value::String(v.to_owned()));
+        // Integer members are numbers in CloudTrail's requestParameters ("durationSeconds":
+        // 3600 in the IAM User Guide's STS examples).
+        let value = match v.parse::<i64>() {
+            Ok(n) if INTEGER_PARAMETERS.contains(&k) => Value::from(n),
+            _ => Value::String(v.to_owned()),
+        };
+        map.insert(camel(k), value);
     }
     (!map.is_empty()).then_some(Value::Object(map))
 }

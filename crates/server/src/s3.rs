@@ -32,18 +32,47 @@ pub(crate) fn handle(
             "A header you provided implies functionality that is not implemented",
         ));
     }
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| keyward_protocol::query::decode_component(v.as_bytes()))
+        })
+    };
+    if let Some(max) = param("max-buckets") {
+        let max = max.unwrap_or_default();
+        if !max.parse::<u32>().is_ok_and(|n| (1..=10_000).contains(&n)) {
+            return Err(ApiError::new(
+                400,
+                "InvalidArgument",
+                "Provided max-buckets not an integer or within integer range",
+            )
+            .with("ArgumentName", "max-buckets")
+            .with("ArgumentValue", max));
+        }
+    }
+    let prefix = match param("prefix") {
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => {
+            return Err(ApiError::new(
+                400,
+                "InvalidArgument",
+                "Invalid Argument: prefix is not valid URL-encoded text",
+            ))
+        }
+        None => None,
+    };
+    // The owner is the account; S3 no longer returns DisplayName (since November 2025, per the
+    // S3 API reference's Owner page).
     let mut w = XmlWriter::with_declaration();
     w.open_ns("ListAllMyBucketsResult", S3_NS)
         .open("Owner")
         .elem("ID", &canonical_user_id(caller.account_id()))
-        .elem(
-            "DisplayName",
-            caller.user_name().unwrap_or(caller.account_id()),
-        )
         .close("Owner")
         .open("Buckets")
-        .close("Buckets")
-        .close("ListAllMyBucketsResult");
+        .close("Buckets");
+    // "If Prefix was sent with the request, it is included in the response."
+    w.opt_elem("Prefix", prefix.as_deref());
+    w.close("ListAllMyBucketsResult");
     Ok(w.finish())
 }
 

@@ -435,7 +435,12 @@ fn matches(f: Option<&EventFilter>, e: &AuditRecord) -> bool {
     match f {
         None => true,
         Some(EventFilter::AccessKeyId(v)) => e.access_key_id.as_deref() == Some(v),
-        Some(EventFilter::Username(v)) => e.user_name.as_deref() == Some(v),
+        // CloudTrail shows the root's events under the user name `root` (LookupEvents'
+        // documentation pages through `Username` = `root`), and finds them by it.
+        Some(EventFilter::Username(v)) => {
+            e.user_name.as_deref() == Some(v)
+                || (v == "root" && e.user_name.is_none() && e.identity_type == IdentityType::Root)
+        }
         Some(EventFilter::EventName(v)) => e.event_name == *v,
         Some(EventFilter::ReadOnly(v)) => e.read_only == *v,
         Some(EventFilter::EventId(v)) => e.event_id == *v,

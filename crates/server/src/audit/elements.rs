@@ -90,8 +90,66 @@ pub(crate) fn camel(name: &str) -> String {
     }
 }
 
+/// Elements that hold a time, which CloudTrail writes in its own words.
+const TIME_ELEMENTS: &[&str] = &[
+    "CreateDate",
+    "Expiration",
+    "LastUsedDate",
+    "PasswordLastUsed",
+];
+
+/// `2026-11-27T03:08:44Z` as CloudTrail writes times inside `responseElements` and
+/// `requestParameters`: `Nov 27, 2026, 3:08:44 AM` (real 2025 records; older ones lack the comma
+/// after the year). Anything else is kept as it is.
+pub(crate) fn cloudtrail_time(iso: &str) -> Option<String> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let b = iso.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = iso.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let name = MONTHS.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
+    if hour > 23 || minute > 59 || second > 60 || day == 0 || day > 31 {
+        return None;
+    }
+    let (h12, half) = match hour {
+        0 => (12, "AM"),
+        1..=11 => (hour, "AM"),
+        12 => (12, "PM"),
+        _ => (hour - 12, "PM"),
+    };
+    Some(format!(
+        "{name} {day}, {year}, {h12}:{minute:02}:{second:02} {half}"
+    ))
+}
+
 fn to_value(children: &[Node]) -> Value {
+    to_value_of("", children)
+}
+
+fn to_value_of(name: &str, children: &[Node]) -> Value {
     if let [Node::Text(t)] = children {
+        if TIME_ELEMENTS.contains(&name) {
+            if let Some(t) = cloudtrail_time(t) {
+                return Value::String(t);
+            }
+        }
         return Value::String(t.clone());
     }
     let elements: Vec<(&str, &[Node])> = children
@@ -108,7 +166,7 @@ fn to_value(children: &[Node]) -> Value {
     }
     let mut map = Map::new();
     for (name, kids) in elements {
-        map.insert(camel(name), to_value(kids));
+        map.insert(camel(name), to_value_of(name, kids));
     }
     Value::Object(map)
 }
@@ -140,7 +198,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"accessKey": {"userName": "bob", "accessKeyId": "AKIAEXAMPLE",
-                "status": "Active", "createDate": "2026-01-01T00:00:00Z"}})
+                "status": "Active", "createDate": "Jan 1, 2026, 12:00:00 AM"}})
         );
         assert!(!v.to_string().contains("wJalr"));
     }
@@ -158,6 +216,26 @@ mod tests {
             response_elements(xml).unwrap(),
             serde_json::json!({"tags": [{"key": "a<b"}, {"key": "c"}]})
         );
+    }
+
+    #[test]
+    fn times_are_written_as_cloudtrail_writes_them() {
+        for (iso, ct) in [
+            ("2014-03-24T21:11:59Z", "Mar 24, 2014, 9:11:59 PM"),
+            ("2025-10-26T23:50:52Z", "Oct 26, 2025, 11:50:52 PM"),
+            ("2026-11-27T00:05:09Z", "Nov 27, 2026, 12:05:09 AM"),
+            ("2026-12-01T12:00:00Z", "Dec 1, 2026, 12:00:00 PM"),
+        ] {
+            assert_eq!(cloudtrail_time(iso).as_deref(), Some(ct));
+        }
+        for bad in [
+            "2026",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01 00:00:00Z",
+        ] {
+            assert_eq!(cloudtrail_time(bad), None, "{bad}");
+        }
     }
 
     #[test]
