@@ -133,6 +133,25 @@ fn is_region_name(r: &str) -> bool {
 /// `https://sts..amazonaws.com`).
 fn region_findings(r: &Resolution, out: &mut Vec<Finding>) {
     let Some(region) = &r.region else {
+        // aws CLI v1 (botocore) signs for a region: with an endpoint URL and none set it stops
+        // (without one, STS and IAM fall back to their global endpoints).
+        if r.cli == crate::resolve::CliVersion::V1 && r.endpoint.source != Source::Default {
+            out.push(
+                Finding::new(
+                    Code::InvalidRegion,
+                    Severity::Error,
+                    format!(
+                        "no region is set, and the endpoint comes from {}: the CLI stops with \"You must specify a region. You can also configure your region by running \"aws configure\".\"",
+                        r.endpoint.source
+                    ),
+                    format!(
+                        "set one: aws configure set region us-east-1 --profile {}",
+                        r.profile_name()
+                    ),
+                )
+                .at(r.endpoint.source.location().cloned()),
+            );
+        }
         return;
     };
     let loc = region.source.location().cloned();

@@ -156,6 +156,8 @@ fn table() -> Vec<(Code, Fixture, Fixture)> {
         (Code::AccountMismatch, base().creds(format!("[default]\naws_access_key_id = {K}\naws_secret_access_key = {S}\naws_account_id = 111111111111\n")), base().config("[default]\nregion = us-east-1\naws_account_id = 111111111111\n")),
         (Code::InvalidRegion, base().config("[default]\nregion = us-west-2 # prod\n"), base()),
         (Code::InvalidRegion, base().env("AWS_DEFAULT_REGION", ""), base().env("AWS_DEFAULT_REGION", "eu-west-1")),
+        // CLI v1 with an endpoint URL needs a region (without one it uses the global endpoints).
+        (Code::InvalidRegion, Fixture { config: Some("[default]\nendpoint_url = http://localhost:4566\n".into()), cli: CliVersion::V1, ..base() }, Fixture { config: Some("[default]\n".into()), cli: CliVersion::V1, ..base() }),
         (Code::NoCredentials, Fixture { credentials: None, ..base() }.env("AWS_EC2_METADATA_DISABLED", "true"), base()),
         (Code::ProviderNotChecked, base().config("[default]\nregion = us-east-1\n[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = default\n").profile("r"), base()),
         (Code::ProbeUnavailable, Fixture { offline: false, ..base() }, base()),
