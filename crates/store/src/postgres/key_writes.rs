@@ -201,7 +201,12 @@ async fn run_held(pool: &Pool, batch: Vec<KeyWrite>) {
             return;
         }
     };
-    let rows = match together_on(&client, &batch, false).await {
+    let opened = if let [w] = batch.as_slice() {
+        alone_on(&client, w).await
+    } else {
+        together_on(&client, &batch, false).await
+    };
+    let rows = match opened {
         (Together::Committed(rows), _) => rows,
         (Together::Refused, _) => {
             // The transaction is aborted: end it before the connection goes back to the pool.
@@ -341,6 +346,39 @@ async fn together(pool: &Pool, batch: &[KeyWrite]) -> Together {
         let _ = Object::take(client);
     }
     done
+}
+
+/// One held write in an open transaction: `BEGIN` and its lone statement (schema 7's function, or
+/// the delete that moves the change stamp itself) sent at once, one round trip and two statements
+/// where a batch's locks and stamp take four. Answers as [`together_on`] without `commit`.
+async fn alone_on(client: &Object, w: &KeyWrite) -> (Together, bool) {
+    let work = async {
+        let statement = w.alone_statement();
+        client.prepare_cached(statement).await?;
+        let begin: Step<'_> = Box::pin(async { Ok(client.batch_execute("BEGIN").await?) });
+        let write = Box::pin(w.execute_alone(client));
+        let (began, row, ()) = in_order3(begin, write, Box::pin(async {})).await;
+        FResult::Ok((began, row))
+    };
+    let (began, row) = match tokio::time::timeout(CALL_TIMEOUT, work).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return (Together::Failed(e.into()), false),
+        Err(_) => {
+            return (
+                Together::Failed(StoreError::Unavailable(format!(
+                    "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
+                ))),
+                true,
+            )
+        }
+    };
+    let answered = |e: &Fail| matches!(e, Fail::Db(e) if e.as_db_error().is_some());
+    let done = match (began, row) {
+        (Ok(()), Ok(row)) => Together::Committed(vec![row]),
+        (Err(e), _) | (_, Err(e)) if !answered(&e) => Together::Failed(e.into()),
+        _ => Together::Refused,
+    };
+    (done, false)
 }
 
 /// [`together`] on `client`; without `commit` the transaction is left open after the change
@@ -610,6 +648,9 @@ const DELETE_IN_BATCH: DeleteSql = [
     delete_in_batch!(delete_user!()),
     delete_in_batch!(delete_root!()),
 ];
+/// A lone CreateAccessKey: schema 7's function.
+const INSERT_ALONE: &str = "SELECT o_found, o_user_id, o_name, o_count, o_inserted
+     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6)";
 /// A lone DeleteAccessKey.
 const DELETE_ALONE: DeleteSql = [delete_alone!(delete_user!()), delete_alone!(delete_root!())];
 /// Moves the change stamp once for the batch, last (see above), if one of its writes changed
@@ -653,20 +694,19 @@ impl KeyWrite {
         }
     }
 
+    /// The SQL of the write's lone statement ([`KeyWrite::execute_alone`]).
+    fn alone_statement(&self) -> &'static str {
+        match self {
+            KeyWrite::Insert { .. } => INSERT_ALONE,
+            KeyWrite::Delete { target, .. } => target.sql(DELETE_ALONE),
+        }
+    }
+
     /// The write as one statement (committed on its own): for CreateAccessKey, schema 7's
     /// function, which takes the lock and then counts in one call.
     async fn execute_alone<C: GenericClient + Sync>(&self, c: &C) -> FResult<Option<Row>> {
         match self {
-            KeyWrite::Insert { key, max_keys, .. } => {
-                insert(
-                    c,
-                    "SELECT o_found, o_user_id, o_name, o_count, o_inserted
-                     FROM keyward_insert_access_key($1, $2, $3, $4, $5, $6)",
-                    key,
-                    *max_keys,
-                )
-                .await
-            }
+            KeyWrite::Insert { key, max_keys, .. } => insert(c, INSERT_ALONE, key, *max_keys).await,
             KeyWrite::Delete { target, .. } => target.execute(c, DELETE_ALONE).await,
         }
     }
