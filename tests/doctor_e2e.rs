@@ -676,3 +676,55 @@ fn rotate_refuses_env_and_temporary_credentials() {
     assert!(r2.stdout.contains("temporary"), "{}", r2.stdout);
     assert_no_secret(&[&r, &r2], &[ROOT_SECRET]);
 }
+
+/// A file whose lines end in CR CR LF (converted to CRLF twice) is rewritten line for line as the
+/// CLI reads it (it used to get the new key over the wrong lines, and no longer parsed); a key
+/// inherited from `[DEFAULT]` is refused before any key is created.
+#[test]
+fn rotate_edits_odd_line_endings_and_refuses_inherited_keys_first() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(&data.path().join("d"), 0);
+    let (old, old_secret) = s.user_with_key("rita");
+    let (other, other_secret) = s.user_with_key("otto");
+    let original = format!(
+        "[default]\r\r\naws_access_key_id = {old}\r\r\naws_secret_access_key = {old_secret}\r\r\n\
+         [other]\r\r\naws_access_key_id = {other}\r\r\naws_secret_access_key = {other_secret}\r\r\n"
+    );
+    let h = home(&original, None);
+    let path = credentials_file(h.path());
+    let r = run(h.path(), &["rotate", "--endpoint-url", &s.url], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let now = std::fs::read_to_string(&path).unwrap();
+    let listed = s.iam("ListAccessKeys", &[("UserName", "rita")]);
+    let new = listed
+        .split("<AccessKeyId>")
+        .skip(1)
+        .filter_map(|p| p.split('<').next())
+        .find(|k| *k != old)
+        .unwrap()
+        .to_string();
+    assert!(
+        now.contains(&format!("[default]\r\r\naws_access_key_id = {new}\r\r\n")),
+        "{now:?}"
+    );
+    assert!(
+        now.ends_with(&format!(
+        "[other]\r\r\naws_access_key_id = {other}\r\r\naws_secret_access_key = {other_secret}\r\r\n"
+    )),
+        "{now:?}"
+    );
+    assert!(!now.contains(&old_secret));
+
+    // A key that only [DEFAULT] holds: refused before CreateAccessKey.
+    let (k, ksecret) = s.user_with_key("dora");
+    let h = home(
+        &format!("[DEFAULT]\naws_access_key_id = {k}\naws_secret_access_key = {ksecret}\n[default]\nregion = eu-west-1\n"),
+        None,
+    );
+    let r = run(h.path(), &["rotate", "--endpoint-url", &s.url], &[]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("nothing was changed"), "{}", r.stdout);
+    let keys = s.iam("ListAccessKeys", &[("UserName", "dora")]);
+    assert_eq!(keys.matches("<AccessKeyId>").count(), 1, "{keys}");
+    assert_no_secret(&[&r], &[&ksecret]);
+}

@@ -412,6 +412,18 @@ pub fn run_rotate_with(
         }
     };
 
+    // The file must be one this tool can edit (the key in a section of its own, not inherited
+    // from [DEFAULT]) before any key is created: tried now with a stand-in key.
+    if let Err(why) = rewrite(
+        &text,
+        &file,
+        &old,
+        "AKIAAAAAAAAAAAAAAAAA",
+        "keyward-rotate-stand-in-secret-0000000000",
+    ) {
+        return refuse(out, format!("{why}; nothing was changed"));
+    }
+
     let iam_url = iam_endpoint(args, &r, env);
     let sts_url = r.endpoint.url.clone();
     let mut rot = Rotation {
