@@ -562,10 +562,15 @@ fn same(e: &StoreError) -> StoreError {
 /// Locks the accounts of the batch's root-key creations, in order.
 const LOCK_ACCOUNTS: &str =
     "SELECT 1 FROM accounts WHERE account_id = ANY($1) ORDER BY account_id FOR NO KEY UPDATE";
-/// Locks the users of the batch's key creations, in order.
-const LOCK_USERS: &str = "SELECT 1 FROM users
-     WHERE (account_id, name_lc) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-     ORDER BY account_id, name_lc FOR NO KEY UPDATE";
+/// Locks the users of the batch's key creations, in order: the arrays come sorted (the batch is
+/// sorted by owner, in byte order, as `COLLATE "C"` sorts), and each user is locked by its own
+/// index lookup in that order. (A `WHERE (account_id, name_lc) IN (unnest(...))` form let the
+/// planner pick a hash join over a sequential scan of every user when its statistics were stale:
+/// 1.6 ms a batch with 10,000 users, seen with auto_explain.)
+const LOCK_USERS: &str = "SELECT 1 FROM unnest($1::text[], $2::text[]) AS w(account_id, name_lc),
+     LATERAL (SELECT 1 FROM users u
+              WHERE u.account_id = w.account_id AND u.name_lc = w.name_lc
+              FOR NO KEY UPDATE) AS locked";
 /// CreateAccessKey of a user's key in a batch, its user locked by [`LOCK_USERS`] before: a new
 /// statement, so it reads a snapshot taken after the lock and sees every key that the lock's
 /// previous holders committed (one statement that locked and counted could not: under READ
