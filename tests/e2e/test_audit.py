@@ -110,6 +110,10 @@ def test_lookup_by_access_key_with_the_cli(audited):
     assert body["responseElements"]["accessKey"]["accessKeyId"] == kid
     assert secret not in created[0]["CloudTrailEvent"]
     assert secret not in audited.audit_log.read_text()
+    # A change's event (on PostgreSQL stored in the write's own transaction) is the same event in
+    # the store and in the file.
+    logged = [e for e in lines(audited.audit_log) if e.get("eventName") == "CreateAccessKey"]
+    assert [e["eventID"] for e in logged] == [created[0]["EventId"]]
 
 
 def test_a_retired_key_is_still_traced_to_its_account(audited):

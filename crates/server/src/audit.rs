@@ -619,8 +619,12 @@ impl Auditor {
         event: AuditEvent<'_>,
         holds: Vec<HeldCommit>,
     ) -> Result<(), keyward_store::StoreError> {
-        // Late (the batch committed without waiting for it): stored the usual way below.
-        let put = !self.keep || event.with_event(|e| holds.iter().all(|h| h.put(e)));
+        // One view of the event for its store copy and its log line, so both carry one event id.
+        // A put refused as late (the batch committed without waiting) is stored the usual way.
+        let (put, json) = event.with_event(|e| {
+            let put = !self.keep || holds.iter().all(|h| h.put(e));
+            (put, self.log.then(|| cloudtrail_json(e)))
+        });
         let mut outcome = Ok(());
         for h in holds {
             if let Err(e) = h.commit().await {
@@ -628,12 +632,18 @@ impl Auditor {
             }
         }
         outcome?;
-        if put {
-            // In the store already: only the log line, durable before the answer.
-            self.record_as(event, self.log, false).await;
-        } else {
+        if !put {
             self.record(event, true).await;
+            return Ok(());
         }
+        if self.tx.is_closed() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // In the store already: counted, and the log line made durable before the answer.
+        let pending = self.shared.push(None, json.is_none());
+        let durable = json.is_some();
+        self.deliver(json, pending, durable).await;
         Ok(())
     }
 
@@ -641,12 +651,6 @@ impl Auditor {
     /// committed). Waits while the writer is that far behind (the channel or the pending batch
     /// full).
     pub async fn record(&self, event: AuditEvent<'_>, durable: bool) {
-        self.record_as(event, durable, self.keep).await
-    }
-
-    /// [`Auditor::record`]; with `store` false the event is not packed for the store (it is
-    /// there already), only logged and counted.
-    async fn record_as(&self, event: AuditEvent<'_>, durable: bool, store: bool) {
         if self.tx.is_closed() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -656,8 +660,14 @@ impl Auditor {
         let (json, pending) = event.with_event(|e| {
             let json = self.log.then(|| cloudtrail_json(e));
             let quiet = json.is_none() && !durable;
-            (json, self.shared.push(store.then_some(e), quiet))
+            (json, self.shared.push(self.keep.then_some(e), quiet))
         });
+        self.deliver(json, pending, durable).await;
+    }
+
+    /// The rest of recording an event packed (or counted) as `pending` says: backpressure, then
+    /// its log line and, with `durable`, the wait until the writer made it durable.
+    async fn deliver(&self, json: Option<String>, pending: Option<usize>, durable: bool) {
         let Some(pending) = pending else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;

@@ -277,9 +277,7 @@ async fn run_held(pool: &Pool, batch: Vec<KeyWrite>) {
     let outcome = match tokio::time::timeout(CALL_TIMEOUT, work).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(StoreError::from(e)),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
-        ))),
+        Err(_) => Err(no_answer()),
     };
     match outcome {
         Ok(()) => {
@@ -314,9 +312,7 @@ pub(super) async fn run_alone(pool: &Pool, w: KeyWrite) {
         Ok(r) => settle(pool, vec![(w, r.map_err(StoreError::from))]).await,
         Err(_) => {
             let _ = Object::take(client);
-            w.answer_err(StoreError::Unavailable(format!(
-                "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
-            )));
+            w.answer_err(no_answer());
         }
     }
 }
@@ -363,14 +359,7 @@ async fn alone_on(client: &Object, w: &KeyWrite) -> (Together, bool) {
     let (began, row) = match tokio::time::timeout(CALL_TIMEOUT, work).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return (Together::Failed(e.into()), false),
-        Err(_) => {
-            return (
-                Together::Failed(StoreError::Unavailable(format!(
-                    "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
-                ))),
-                true,
-            )
-        }
+        Err(_) => return (Together::Failed(no_answer()), true),
     };
     let answered = |e: &Fail| matches!(e, Fail::Db(e) if e.as_db_error().is_some());
     let done = match (began, row) {
@@ -445,12 +434,7 @@ async fn together_on(client: &Object, batch: &[KeyWrite], commit: bool) -> (Toge
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return (Together::Failed(e.into()), false),
         Err(_) => {
-            return (
-                Together::Failed(StoreError::Unavailable(format!(
-                    "no answer from PostgreSQL within {CALL_TIMEOUT:?}"
-                ))),
-                true,
-            );
+            return (Together::Failed(no_answer()), true);
         }
     };
     let mut errors: Vec<Fail> = Vec::new();
@@ -541,6 +525,11 @@ async fn settle(pool: &Pool, done: Vec<(KeyWrite, Result<Option<Row>>)>) {
     for (w, r) in done {
         w.answer(r);
     }
+}
+
+/// A call that got no answer within [`CALL_TIMEOUT`].
+fn no_answer() -> StoreError {
+    StoreError::Unavailable(format!("no answer from PostgreSQL within {CALL_TIMEOUT:?}"))
 }
 
 /// The error that failed a whole batch, for each of its writes.
